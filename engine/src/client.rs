@@ -1,0 +1,120 @@
+//! The client driver: sends writes to the replica it believes leads, follows redirects, retries
+//! on timeout with the same operation, and reports whether the write was acknowledged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use madsim::net::Endpoint;
+
+use crate::raft::{Index, NodeId, Op, Term};
+use crate::wire::{ClientResult, Wire, TAG};
+
+/// How a write ended, from the client's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed: the cluster promised durability.
+    Acked { index: Index, term: Term },
+    /// Gave up before an acknowledgement; the write may or may not have committed.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConfig {
+    pub attempt_timeout_ms: u64,
+    pub op_deadline_ms: u64,
+    pub retry_pause_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            attempt_timeout_ms: 400,
+            op_deadline_ms: 6_000,
+            retry_pause_ms: 50,
+        }
+    }
+}
+
+pub struct Client {
+    ep: Endpoint,
+    replicas: BTreeMap<NodeId, SocketAddr>,
+    leader_guess: NodeId,
+    next_request: u64,
+    cfg: ClientConfig,
+}
+
+impl Client {
+    pub async fn connect(
+        bind: SocketAddr,
+        replicas: BTreeMap<NodeId, SocketAddr>,
+        cfg: ClientConfig,
+    ) -> std::io::Result<Self> {
+        let ep = Endpoint::bind(bind).await?;
+        let leader_guess = *replicas.keys().next().expect("at least one replica");
+        Ok(Client {
+            ep,
+            replicas,
+            leader_guess,
+            next_request: 1,
+            cfg,
+        })
+    }
+
+    fn rotate_guess(&mut self) {
+        let next = self
+            .replicas
+            .range(self.leader_guess + 1..)
+            .next()
+            .or_else(|| self.replicas.iter().next());
+        self.leader_guess = *next.expect("replicas").0;
+    }
+
+    /// Executes one write until it is acknowledged or the deadline passes.
+    pub async fn write(&mut self, op: Op) -> Outcome {
+        let start = madsim::time::Instant::now();
+        let deadline = Duration::from_millis(self.cfg.op_deadline_ms);
+        while start.elapsed() < deadline {
+            let id = self.next_request;
+            self.next_request += 1;
+            let to = self.replicas[&self.leader_guess];
+            let req = Wire::Request { id, op: op.clone() };
+            if self.ep.send_to_raw(to, TAG, Box::new(req)).await.is_err() {
+                self.rotate_guess();
+                continue;
+            }
+            match self.await_reply(id).await {
+                Some(ClientResult::Committed { index, term }) => {
+                    return Outcome::Acked { index, term }
+                }
+                Some(ClientResult::NotLeader { leader: Some(l) }) if l != self.leader_guess => {
+                    self.leader_guess = l;
+                }
+                Some(ClientResult::NotLeader { .. }) | None => {
+                    self.rotate_guess();
+                    madsim::time::sleep(Duration::from_millis(self.cfg.retry_pause_ms)).await;
+                }
+            }
+        }
+        Outcome::Unknown
+    }
+
+    async fn await_reply(&self, id: u64) -> Option<ClientResult> {
+        let timeout = Duration::from_millis(self.cfg.attempt_timeout_ms);
+        let until = madsim::time::Instant::now() + timeout;
+        loop {
+            let left = until.checked_duration_since(madsim::time::Instant::now())?;
+            let (payload, _) = madsim::time::timeout(left, self.ep.recv_from_raw(TAG))
+                .await
+                .ok()?
+                .ok()?;
+            if let Ok(w) = payload.downcast::<Wire>() {
+                if let Wire::Reply { id: rid, result } = *w {
+                    if rid == id {
+                        return Some(result);
+                    }
+                }
+            }
+        }
+    }
+}

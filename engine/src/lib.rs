@@ -1,0 +1,21 @@
+//! faultline's system under test: a miniature replicated document store.
+//!
+//! Pure cores (`raft`, `state`, `log_store`) are plain state machines with unit tests; the async
+//! node tasks in `replica` and `client` only drive them. The engine never imports the harness:
+//! it reaches its disk through [`storage::Storage`] and reports what it does through
+//! [`observe::Observer`].
+
+#[macro_use]
+pub mod invariant;
+pub mod client;
+pub mod knobs;
+pub mod log_store;
+pub mod observe;
+pub mod raft;
+pub mod replica;
+pub mod state;
+pub mod storage;
+pub mod wire;
+
+pub use invariant::Abort;
+pub use knobs::{Knobs, KnownBug};

@@ -1,0 +1,62 @@
+//! The observation interface: how the harness sees the engine without the engine knowing the
+//! harness. Nodes report events as they happen and expose an [`Inspect`] handle for snapshots.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::invariant::Abort;
+use crate::raft::{Entry, Index, NodeId, RaftEvent, Role, Term};
+use crate::state::{Collection, CollectionHash};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A node incarnation came up from its disk.
+    Started {
+        term: Term,
+        voted_for: Option<NodeId>,
+        log_len: Index,
+        commit: Index,
+        torn_bytes: u64,
+    },
+    Raft(RaftEvent),
+    Applied {
+        index: Index,
+        term: Term,
+        ts: u64,
+        digest: u64,
+    },
+    /// Something worth a line in the trace that is not a failure.
+    Warn(String),
+}
+
+/// A point-in-time view of a replica for the checkers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub term: Term,
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub commit: Index,
+    pub last_applied: Index,
+    pub last_index: Index,
+    pub last_term: Term,
+    pub hashes: BTreeMap<String, CollectionHash>,
+}
+
+pub trait Inspect: Send + Sync {
+    fn status(&self) -> NodeStatus;
+    /// Everything a reader would see, collection by collection.
+    fn read_all(&self) -> BTreeMap<String, Collection>;
+    /// The last `n` log entries, for failure reports.
+    fn log_tail(&self, n: usize) -> Vec<Entry>;
+}
+
+pub trait Observer: Send + Sync {
+    fn event(&self, node: NodeId, event: Event);
+    /// A node incarnation is up and can be inspected.
+    fn attach(&self, node: NodeId, inspect: Arc<dyn Inspect>);
+    /// An engine invariant failed: the node must die now (its task stops after this call).
+    fn abort(&self, node: NodeId, abort: Abort);
+    /// An unexpected Rust panic in engine code: a `crash` finding.
+    fn crash(&self, node: NodeId, message: String);
+}

@@ -1,0 +1,40 @@
+//! What travels between simulated nodes. Messages are passed as typed payloads (madsim's raw
+//! datagrams), so serialization is not exercised by the network model.
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::{Index, Message, NodeId, Op, Term};
+
+/// The one datagram tag every faultline endpoint uses.
+pub const TAG: u64 = 0x6661_756c;
+/// Port every replica listens on.
+pub const REPLICA_PORT: u16 = 7000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wire {
+    Raft {
+        from: NodeId,
+        msg: Message,
+    },
+    /// A client write; answered once committed and applied on the leader.
+    Request {
+        id: u64,
+        op: Op,
+    },
+    Reply {
+        id: u64,
+        result: ClientResult,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResult {
+    Committed {
+        index: Index,
+        term: Term,
+    },
+    /// Not (or no longer) the leader; the write may or may not commit later.
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+}

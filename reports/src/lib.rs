@@ -1,0 +1,17 @@
+//! Report model and renderers for faultline.
+//!
+//! The model types are plain serde structs so the CLI, CI and external scripts can exchange
+//! results as JSON without depending on the simulator. Renderers turn them into a terminal
+//! summary, a per-seed dossier, JSON and JUnit XML. Nothing here panics on any input: reports
+//! may come from older versions or hand-edited files.
+
+mod error;
+mod fsutil;
+pub mod json;
+pub mod junit;
+mod model;
+pub mod text;
+
+pub use error::ReportError;
+pub use fsutil::write_atomic;
+pub use model::{CiCase, CiReport, RunReport, SeedReport, TraceEvent, Violation, ViolationKind};

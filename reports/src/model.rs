@@ -1,0 +1,300 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::ReportError;
+
+/// Stable identifiers; scripts depend on them. serde: kebab-case strings.
+///
+/// The derived `Ord` (declaration order) is what `kinds_found` is sorted by, so it is stable too:
+/// append new kinds at the end.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViolationKind {
+    /// A node hit an internal assertion / abort.
+    NodeAbort,
+    /// A node process crashed unexpectedly (outside injected faults).
+    Crash,
+    /// The simulation stopped making progress within its time budget.
+    Hang,
+    /// Replicas' database hashes differ after quiescence.
+    DbhashMismatch,
+    /// The storage engine's own validation found corruption.
+    Validate,
+    /// A Raft safety property (e.g. two leaders in one term) was broken.
+    RaftSafety,
+    /// Replica state machines diverged.
+    StateDivergence,
+    /// An acknowledged write was lost.
+    Durability,
+    /// The cluster failed to recover service after faults healed.
+    Liveness,
+}
+
+impl ViolationKind {
+    /// Every kind, in `Ord` order; for help texts and exhaustive iteration.
+    pub const ALL: [ViolationKind; 9] = [
+        ViolationKind::NodeAbort,
+        ViolationKind::Crash,
+        ViolationKind::Hang,
+        ViolationKind::DbhashMismatch,
+        ViolationKind::Validate,
+        ViolationKind::RaftSafety,
+        ViolationKind::StateDivergence,
+        ViolationKind::Durability,
+        ViolationKind::Liveness,
+    ];
+
+    /// The stable kebab-case identifier (identical to the serde form).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ViolationKind::NodeAbort => "node-abort",
+            ViolationKind::Crash => "crash",
+            ViolationKind::Hang => "hang",
+            ViolationKind::DbhashMismatch => "dbhash-mismatch",
+            ViolationKind::Validate => "validate",
+            ViolationKind::RaftSafety => "raft-safety",
+            ViolationKind::StateDivergence => "state-divergence",
+            ViolationKind::Durability => "durability",
+            ViolationKind::Liveness => "liveness",
+        }
+    }
+
+    /// Parses the kebab-case identifier. Also accepts any ASCII case and `_` for `-`, because
+    /// humans type these on command lines (`--expect NODE_ABORT`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let norm: String = s
+            .trim()
+            .chars()
+            .map(|c| {
+                if c == '_' {
+                    '-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        Self::ALL.into_iter().find(|k| k.as_str() == norm)
+    }
+}
+
+impl fmt::Display for ViolationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ViolationKind {
+    type Err = ReportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or_else(|| ReportError::UnknownKind(s.to_string()))
+    }
+}
+
+/// One property violation observed in a seed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    /// The node it was observed on; `None` for cluster-wide checks (e.g. divergence).
+    /// Always serialized (as `null` when absent) because it is part of the `--json` contract.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Simulated time of detection.
+    #[serde(default)]
+    pub at_ms: u64,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One line of the simulated event trace.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// Simulated time; microseconds because many events share a millisecond.
+    pub at_us: u64,
+    pub node: String,
+    pub kind: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// Result of one seed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SeedReport {
+    pub seed: u64,
+    /// 16 lowercase hex digits; equal hashes mean the replay reproduced the same execution.
+    pub trace_hash: String,
+    #[serde(default)]
+    pub passed: bool,
+    #[serde(default)]
+    pub violations: Vec<Violation>,
+    /// One-line shell command that replays this seed.
+    #[serde(default)]
+    pub replay: String,
+    /// Simulated time covered.
+    #[serde(default)]
+    pub sim_ms: u64,
+    /// Number of trace events.
+    #[serde(default)]
+    pub events: u64,
+    /// Client ops acknowledged; a seed with 0 acked ops tested little.
+    #[serde(default)]
+    pub ops_acked: u64,
+    #[serde(default)]
+    pub wall_ms: u64,
+    /// Last events, for the dossier.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace_tail: Vec<TraceEvent>,
+    /// Free-form notes, e.g. swarm choices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl SeedReport {
+    /// Distinct violation kinds of this seed, sorted.
+    pub fn kinds(&self) -> Vec<ViolationKind> {
+        let mut kinds: Vec<ViolationKind> = self.violations.iter().map(|v| v.kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+
+    /// A seed counts as failed if it says so or if it carries any violation, so an
+    /// inconsistent report can never hide a violation behind `passed: true`.
+    pub fn failed(&self) -> bool {
+        !self.passed || !self.violations.is_empty()
+    }
+}
+
+/// A run of one scenario over many seeds. The JSON form is the CLI contract of `faultline run --json`:
+/// it must contain at least `scenario`, `seeds_run`, `failures[]` each with `seed`, `trace_hash`, `replay`,
+/// `violations[]` each with `kind`, `node`, `at_ms`, `message`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunReport {
+    pub scenario: String,
+    #[serde(default)]
+    pub scenario_file: Option<String>,
+    /// Known-bug knobs that were on; a failure is expected when this is non-empty.
+    #[serde(default)]
+    pub bugs: Vec<String>,
+    #[serde(default)]
+    pub seeds_run: u64,
+    #[serde(default)]
+    pub seeds_passed: u64,
+    #[serde(default)]
+    pub first_seed: u64,
+    #[serde(default)]
+    pub wall_ms: u64,
+    /// Failing seeds, in seed order.
+    #[serde(default)]
+    pub failures: Vec<SeedReport>,
+    /// Sorted, deduplicated kinds over all failures.
+    #[serde(default)]
+    pub kinds_found: Vec<ViolationKind>,
+}
+
+impl RunReport {
+    /// An empty report for `scenario`; fill it with [`RunReport::add`].
+    pub fn new(scenario: impl Into<String>) -> Self {
+        RunReport {
+            scenario: scenario.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Records one seed's result, keeping counts, `first_seed`, seed order of `failures` and
+    /// `kinds_found` consistent so callers can add results in any order (e.g. from workers).
+    ///
+    /// Passing seeds are only counted, not stored, to keep reports small. A seed with
+    /// violations is stored as failed even if it claimed `passed`.
+    pub fn add(&mut self, mut seed: SeedReport) {
+        if self.seeds_run == 0 || seed.seed < self.first_seed {
+            self.first_seed = seed.seed;
+        }
+        self.seeds_run = self.seeds_run.saturating_add(1);
+        if !seed.failed() {
+            self.seeds_passed = self.seeds_passed.saturating_add(1);
+            return;
+        }
+        seed.passed = false;
+        for kind in seed.kinds() {
+            if let Err(pos) = self.kinds_found.binary_search(&kind) {
+                self.kinds_found.insert(pos, kind);
+            }
+        }
+        // Insert after any equal seeds so repeated seeds keep arrival order.
+        let pos = self.failures.partition_point(|f| f.seed <= seed.seed);
+        self.failures.insert(pos, seed);
+    }
+
+    /// True when no seed failed. A run of zero seeds is vacuously passing; callers that need
+    /// coverage should check `seeds_run` themselves.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.seeds_passed >= self.seeds_run
+    }
+
+    /// Number of failed seeds, trusting whichever of the counters or the list is larger
+    /// (deserialized reports may be inconsistent).
+    pub fn seeds_failed(&self) -> u64 {
+        let listed = u64::try_from(self.failures.len()).unwrap_or(u64::MAX);
+        listed.max(self.seeds_run.saturating_sub(self.seeds_passed))
+    }
+
+    /// `kinds_found` merged with the kinds actually present in `failures`, sorted and deduped;
+    /// used by renderers so a hand-edited report still renders truthfully.
+    pub fn all_kinds(&self) -> Vec<ViolationKind> {
+        let mut kinds = self.kinds_found.clone();
+        kinds.extend(
+            self.failures
+                .iter()
+                .flat_map(|f| f.violations.iter().map(|v| v.kind)),
+        );
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+}
+
+/// `faultline ci`: one case per scenario expectation.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CiCase {
+    pub scenario: String,
+    /// The expectation checked, e.g. `pass` or `fail:node-abort`.
+    #[serde(default)]
+    pub expectation: String,
+    #[serde(default)]
+    pub passed: bool,
+    /// Why the case passed or failed, for humans.
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub seeds_run: u64,
+    #[serde(default)]
+    pub wall_ms: u64,
+    /// Failing seeds observed (expected or not), with replay commands.
+    #[serde(default)]
+    pub failing_seeds: Vec<SeedReport>,
+}
+
+impl CiCase {
+    /// Whether the expectation is "everything passes", so each failing seed is a bug on its own.
+    pub fn expects_pass(&self) -> bool {
+        self.expectation.trim().eq_ignore_ascii_case("pass")
+    }
+}
+
+/// Result of `faultline ci`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CiReport {
+    #[serde(default)]
+    pub cases: Vec<CiCase>,
+    #[serde(default)]
+    pub wall_ms: u64,
+}
+
+impl CiReport {
+    /// True when every case met its expectation.
+    pub fn passed(&self) -> bool {
+        self.cases.iter().all(|c| c.passed)
+    }
+}
