@@ -120,6 +120,12 @@ impl LogStore {
     /// Makes log changes and then the hard state durable (log first: a hard state never
     /// points at entries that could be lost).
     pub fn persist(&self, hard: Option<HardState>, ops: &[LogOp]) -> Result<(), StorageError> {
+        let written = self.write(hard, ops)?;
+        self.sync(written)
+    }
+
+    /// Buffers the changes (not yet durable); returns what must be synced.
+    pub fn write(&self, hard: Option<HardState>, ops: &[LogOp]) -> Result<Written, StorageError> {
         if !ops.is_empty() {
             let mut buf = Vec::new();
             for op in ops {
@@ -133,15 +139,40 @@ impl LogStore {
                 }
             }
             self.disk.append(LOG_FILE, &buf)?;
-            self.disk.sync(LOG_FILE)?;
         }
         if let Some(h) = hard {
             let mut buf = Vec::new();
             encode_record(&mut buf, &Record::Hard(h));
             self.disk.replace(HARD_FILE, &buf)?;
+        }
+        Ok(Written {
+            log: !ops.is_empty(),
+            hard: hard.is_some(),
+        })
+    }
+
+    /// The fsync: log first, then the hard state.
+    pub fn sync(&self, w: Written) -> Result<(), StorageError> {
+        if w.log {
+            self.disk.sync(LOG_FILE)?;
+        }
+        if w.hard {
             self.disk.sync(HARD_FILE)?;
         }
         Ok(())
+    }
+}
+
+/// Which files a [`LogStore::write`] dirtied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub log: bool,
+    pub hard: bool,
+}
+
+impl Written {
+    pub fn any(&self) -> bool {
+        self.log || self.hard
     }
 }
 

@@ -103,6 +103,8 @@ pub struct ReplicaConfig {
     /// Seed of this incarnation's election-timeout randomness (derived by the caller).
     pub rng_seed: u64,
     pub link: LinkConfig,
+    /// Simulated fsync duration: a kill inside it loses the unsynced write.
+    pub fsync_ms: u64,
 }
 
 struct Pending {
@@ -275,14 +277,14 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
         core,
     };
     // Replay what the restored commit hint already covers.
-    driver.process();
+    driver.process().await;
     while let Some(first) = rx.next().await {
         let mut input = Some(first);
         while let Some(i) = input {
             driver.handle(i);
             input = rx.try_recv().ok();
         }
-        driver.process();
+        driver.process().await;
     }
 }
 
@@ -324,19 +326,28 @@ impl Driver {
     }
 
     /// Persist, then send, then apply: the order that keeps raft's promises.
-    fn process(&self) {
-        let mut c = lock(&self.core);
-        let ready = c.raft.take_ready();
+    async fn process(&self) {
+        let ready = lock(&self.core).raft.take_ready();
         if ready.is_empty() {
             return;
         }
-        if let Err(e) = self.store.persist(ready.hard_state, &ready.log_ops) {
+        // The lock is not held across the fsync: inspection must not block on the disk.
+        let persisted = match self.store.write(ready.hard_state, &ready.log_ops) {
+            Ok(w) => {
+                if w.any() && self.cfg.fsync_ms > 0 {
+                    madsim::time::sleep(Duration::from_millis(self.cfg.fsync_ms)).await;
+                }
+                self.store.sync(w)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = persisted {
             // Only a dead incarnation's handle fails here; this node no longer exists.
-            drop(c);
             self.obs
                 .event(self.id, Event::Warn(format!("persist failed: {e}")));
-            return;
+            futures::future::pending::<()>().await;
         }
+        let mut c = lock(&self.core);
         for ev in ready.events {
             self.obs.event(self.id, Event::Raft(ev));
         }

@@ -1,1 +1,13 @@
+//! faultline's harness: the simulated world (madsim runtime, simulated disk, fault controller,
+//! workload), the checkers, seed sweeps and the CLI. The engine under test lives in `engine`;
+//! report types and renderers in `reports`.
 
+pub mod check;
+pub mod cli;
+pub mod disk;
+pub mod panics;
+pub mod runner;
+pub mod scenario;
+pub mod trace;
+pub mod workload;
+pub mod world;

@@ -1,0 +1,129 @@
+//! Seed sweeps: one fresh OS thread per seed, `jobs` of them at a time, results in seed order.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use engine::Knobs;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use reports::{RunReport, SeedReport, TraceEvent};
+
+use crate::scenario::Scenario;
+use crate::world::{run_seed, SeedOptions};
+
+pub struct Sweep {
+    pub scenario: Arc<Scenario>,
+    /// How the user named the scenario (a name or a path); used in replay commands.
+    pub scenario_arg: String,
+    pub knobs: Knobs,
+    pub seeds: Vec<u64>,
+    pub jobs: usize,
+    pub fail_fast: bool,
+    pub keep_full_trace: bool,
+    pub progress: bool,
+    /// Run every seed twice and compare trace hashes.
+    pub check_determinism: bool,
+}
+
+pub struct SweepResult {
+    pub report: RunReport,
+    /// Full traces of failing seeds, when requested.
+    pub traces: BTreeMap<u64, Vec<TraceEvent>>,
+    /// Seeds whose two runs gave different trace hashes: (seed, first, second).
+    pub nondeterministic: Vec<(u64, String, String)>,
+    pub all: Vec<SeedReport>,
+}
+
+pub fn replay_command(scenario_arg: &str, seed: u64, knobs: &Knobs) -> String {
+    let mut cmd = format!("faultline run {scenario_arg} --seed {seed}");
+    for b in knobs.iter() {
+        cmd.push_str(&format!(" --bug {b}"));
+    }
+    cmd
+}
+
+pub fn sweep(s: &Sweep) -> SweepResult {
+    let wall = std::time::Instant::now();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failures = AtomicU64::new(0);
+    let results: Mutex<BTreeMap<u64, (SeedReport, Option<Vec<TraceEvent>>, Option<String>)>> =
+        Mutex::new(BTreeMap::new());
+    let bar = if s.progress {
+        ProgressBar::with_draw_target(Some(s.seeds.len() as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} seeds  {per_sec}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message("failures: 0");
+    let jobs = s.jobs.clamp(1, 256).min(s.seeds.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = s.seeds.get(i) else { return };
+                let replay = replay_command(&s.scenario_arg, seed, &s.knobs);
+                let opts = SeedOptions {
+                    keep_full_trace: s.keep_full_trace,
+                };
+                let r = run_seed(
+                    s.scenario.clone(),
+                    seed,
+                    s.knobs.clone(),
+                    opts.clone(),
+                    replay.clone(),
+                );
+                let second = s.check_determinism.then(|| {
+                    run_seed(s.scenario.clone(), seed, s.knobs.clone(), opts, replay)
+                        .report
+                        .trace_hash
+                });
+                if !r.report.passed {
+                    let f = failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    bar.set_message(format!("failures: {f}"));
+                    if s.fail_fast {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                bar.inc(1);
+                results
+                    .lock()
+                    .unwrap()
+                    .insert(seed, (r.report, r.full_trace, second));
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let mut report = RunReport::new(s.scenario.name.clone());
+    report.bugs = s.knobs.iter().map(|b| b.to_string()).collect();
+    let mut traces = BTreeMap::new();
+    let mut nondeterministic = Vec::new();
+    let mut all = Vec::new();
+    for (seed, (r, trace, second)) in results.into_inner().unwrap() {
+        if let Some(h2) = second {
+            if h2 != r.trace_hash {
+                nondeterministic.push((seed, r.trace_hash.clone(), h2));
+            }
+        }
+        if let (false, Some(t)) = (r.passed, trace) {
+            traces.insert(seed, t);
+        }
+        all.push(r.clone());
+        report.add(r);
+    }
+    report.wall_ms = wall.elapsed().as_millis() as u64;
+    SweepResult {
+        report,
+        traces,
+        nondeterministic,
+        all,
+    }
+}

@@ -1,0 +1,854 @@
+//! Scenario files: JSON parsed with serde (unknown fields rejected), then validated. Every error
+//! names the file, line, column and field, so a typo never becomes a silently ignored option.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use engine::KnownBug;
+use reports::ViolationKind;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted path of the offending field, e.g. `timeline[2].nodes`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+fn d_replicas() -> u8 {
+    3
+}
+fn d_liveness_ms() -> u64 {
+    30_000
+}
+fn d_checks() -> Vec<Check> {
+    vec![
+        Check::Dbhash,
+        Check::Validate,
+        Check::Raft,
+        Check::Durability,
+        Check::Liveness,
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "d_replicas")]
+    pub replicas: u8,
+    pub duration_ms: u64,
+    /// Leader checkpoint period (used once the engine has checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub workload: Workload,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub known_bugs: Vec<String>,
+    #[serde(default)]
+    pub failpoints: Vec<FailpointSpec>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<Chaos>,
+    #[serde(default = "d_checks")]
+    pub checks: Vec<Check>,
+    #[serde(default)]
+    pub expect: Expect,
+    /// How long the liveness phase may take to converge after every fault is healed.
+    #[serde(default = "d_liveness_ms")]
+    pub liveness_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    pub clients: u32,
+    pub ops_per_sec: u32,
+    pub collections: u32,
+    pub keys: u32,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            clients: 2,
+            ops_per_sec: 50,
+            collections: 4,
+            keys: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// One-way latency range, drawn per datagram.
+    pub latency_ms: [u64; 2],
+    pub loss_per_mille: u32,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            latency_ms: [1, 10],
+            loss_per_mille: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailpointSpec {
+    pub name: String,
+    pub per_mille: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chaos {
+    pub faults: Vec<String>,
+    pub mean_interval_ms: u64,
+    #[serde(default)]
+    pub swarm: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    Dbhash,
+    Validate,
+    Raft,
+    Durability,
+    Liveness,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub verdict: Verdict,
+    /// With `fail`: at least one of these kinds must be found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<ViolationKind>,
+    /// Seeds `faultline ci` runs for this scenario (its budget to meet the expectation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_seeds: Option<u64>,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Expect {
+            verdict: Verdict::Pass,
+            kinds: vec![],
+            ci_seeds: None,
+        }
+    }
+}
+
+/// Which nodes an action targets, resolved when the action fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Node(u8),
+    Leader,
+    Followers,
+    /// One follower, chosen by the seed.
+    Standby,
+    All,
+    PageService,
+    Kms,
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Node(i) => write!(f, "n{i}"),
+            Selector::Leader => f.write_str("leader"),
+            Selector::Followers => f.write_str("followers"),
+            Selector::Standby => f.write_str("standby"),
+            Selector::All => f.write_str("all"),
+            Selector::PageService => f.write_str("page-service"),
+            Selector::Kms => f.write_str("kms"),
+        }
+    }
+}
+
+impl std::str::FromStr for Selector {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "leader" => Selector::Leader,
+            "followers" => Selector::Followers,
+            "standby" => Selector::Standby,
+            "all" => Selector::All,
+            "page-service" => Selector::PageService,
+            "kms" => Selector::Kms,
+            _ => match s.strip_prefix('n').and_then(|n| n.parse::<u8>().ok()) {
+                Some(i) if i >= 1 => Selector::Node(i),
+                _ => {
+                    return Err(format!(
+                        "unknown node selector `{s}` (expected n1.., leader, followers, standby, all, page-service, kms)"
+                    ))
+                }
+            },
+        })
+    }
+}
+
+impl Serialize for Selector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Selector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One scripted fault. Each variant carries its own `at_ms` so unknown fields stay rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TimelineItem {
+    /// Kill the nodes at once; each comes back after a delay drawn from `down_ms`, and with
+    /// `straggler_ms` one of them (chosen by the seed) comes back that much later still.
+    Restart {
+        at_ms: u64,
+        nodes: Selector,
+        #[serde(default = "d_down_ms")]
+        down_ms: [u64; 2],
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        straggler_ms: Option<[u64; 2]>,
+    },
+    /// Kill the nodes; they stay down until `start` or the liveness phase.
+    Kill {
+        at_ms: u64,
+        nodes: Selector,
+    },
+    Start {
+        at_ms: u64,
+        nodes: Selector,
+    },
+    /// Cut the nodes off from every other node (both directions) for `for_ms`.
+    Partition {
+        at_ms: u64,
+        nodes: Selector,
+        for_ms: u64,
+    },
+    /// Drop traffic from one node to another (one direction) for `for_ms`.
+    ClogLink {
+        at_ms: u64,
+        from: Selector,
+        to: Selector,
+        for_ms: u64,
+    },
+    /// Stop the nodes' tasks (a GC or VM stall) for `for_ms`; messages queue meanwhile.
+    Pause {
+        at_ms: u64,
+        nodes: Selector,
+        for_ms: u64,
+    },
+    /// Raise packet loss for `for_ms`.
+    Loss {
+        at_ms: u64,
+        per_mille: u32,
+        for_ms: u64,
+    },
+    /// Remove every partition, clog and extra loss now.
+    Heal {
+        at_ms: u64,
+    },
+    CreateCollection {
+        at_ms: u64,
+        name: String,
+    },
+    DropCollection {
+        at_ms: u64,
+        name: String,
+    },
+    RotateKek {
+        at_ms: u64,
+    },
+    RotateCmk {
+        at_ms: u64,
+    },
+}
+
+fn d_down_ms() -> [u64; 2] {
+    [200, 1_000]
+}
+
+impl TimelineItem {
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            TimelineItem::Restart { at_ms, .. }
+            | TimelineItem::Kill { at_ms, .. }
+            | TimelineItem::Start { at_ms, .. }
+            | TimelineItem::Partition { at_ms, .. }
+            | TimelineItem::ClogLink { at_ms, .. }
+            | TimelineItem::Pause { at_ms, .. }
+            | TimelineItem::Loss { at_ms, .. }
+            | TimelineItem::Heal { at_ms }
+            | TimelineItem::CreateCollection { at_ms, .. }
+            | TimelineItem::DropCollection { at_ms, .. }
+            | TimelineItem::RotateKek { at_ms }
+            | TimelineItem::RotateCmk { at_ms } => *at_ms,
+        }
+    }
+    pub fn action(&self) -> &'static str {
+        match self {
+            TimelineItem::Restart { .. } => "restart",
+            TimelineItem::Kill { .. } => "kill",
+            TimelineItem::Start { .. } => "start",
+            TimelineItem::Partition { .. } => "partition",
+            TimelineItem::ClogLink { .. } => "clog_link",
+            TimelineItem::Pause { .. } => "pause",
+            TimelineItem::Loss { .. } => "loss",
+            TimelineItem::Heal { .. } => "heal",
+            TimelineItem::CreateCollection { .. } => "create_collection",
+            TimelineItem::DropCollection { .. } => "drop_collection",
+            TimelineItem::RotateKek { .. } => "rotate_kek",
+            TimelineItem::RotateCmk { .. } => "rotate_cmk",
+        }
+    }
+    fn selectors(&self) -> Vec<(&'static str, &Selector)> {
+        match self {
+            TimelineItem::Restart { nodes, .. }
+            | TimelineItem::Kill { nodes, .. }
+            | TimelineItem::Start { nodes, .. }
+            | TimelineItem::Partition { nodes, .. }
+            | TimelineItem::Pause { nodes, .. } => vec![("nodes", nodes)],
+            TimelineItem::ClogLink { from, to, .. } => vec![("from", from), ("to", to)],
+            _ => vec![],
+        }
+    }
+}
+
+impl Scenario {
+    /// Knobs named by the scenario (validated on load).
+    pub fn bugs(&self) -> Vec<KnownBug> {
+        self.known_bugs
+            .iter()
+            .filter_map(|b| b.parse().ok())
+            .collect()
+    }
+
+    pub fn has_check(&self, c: Check) -> bool {
+        self.checks.contains(&c)
+    }
+
+    /// Parses and validates a scenario; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        let scn: Scenario = serde_json::from_str(text).map_err(|e| serde_error(e, text, file))?;
+        scn.validate().map_err(|(path, message)| {
+            let (line, column) = locate(text, &path).unwrap_or((1, 1));
+            ScenarioError {
+                file: file.to_string(),
+                line,
+                column,
+                field: Some(path_string(&path)),
+                message,
+            }
+        })?;
+        Ok(scn)
+    }
+
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            field: None,
+            message: format!("cannot read scenario: {e}"),
+        })?;
+        Scenario::parse(&text, &file)
+    }
+
+    /// Semantic checks serde cannot express; errors carry the JSON path of the field.
+    fn validate(&self) -> Result<(), (Vec<PathSeg>, String)> {
+        use PathSeg::{Idx, Key};
+        let err = |path: Vec<PathSeg>, msg: String| Err((path, msg));
+        if self.name.trim().is_empty() {
+            return err(vec![Key("name")], "must not be empty".into());
+        }
+        if !(1..=7).contains(&self.replicas) {
+            return err(
+                vec![Key("replicas")],
+                format!("{} replicas: must be 1..=7", self.replicas),
+            );
+        }
+        if self.duration_ms == 0 || self.duration_ms > 3_600_000 {
+            return err(vec![Key("duration_ms")], "must be 1..=3600000".into());
+        }
+        let [lo, hi] = self.network.latency_ms;
+        if lo == 0 || lo > hi || hi > 10_000 {
+            return err(
+                vec![Key("network"), Key("latency_ms")],
+                format!("[{lo}, {hi}]: need 1 <= min <= max <= 10000"),
+            );
+        }
+        if self.network.loss_per_mille > 1000 {
+            return err(
+                vec![Key("network"), Key("loss_per_mille")],
+                "must be 0..=1000".into(),
+            );
+        }
+        let w = &self.workload;
+        if w.clients > 64
+            || (w.clients > 0 && (w.collections == 0 || w.keys == 0 || w.ops_per_sec == 0))
+        {
+            return err(
+                vec![Key("workload")],
+                "clients must be 0..=64; with clients, collections, keys and ops_per_sec must be > 0".into(),
+            );
+        }
+        for (i, b) in self.known_bugs.iter().enumerate() {
+            match b.parse::<KnownBug>() {
+                Err(e) => return err(vec![Key("known_bugs"), Idx(i)], e),
+                Ok(bug) if !bug.implemented() => {
+                    return err(
+                        vec![Key("known_bugs"), Idx(i)],
+                        format!("knob `{bug}` is not modelled by this engine yet"),
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some((i, _)) = self.failpoints.iter().enumerate().next() {
+            return err(
+                vec![Key("failpoints"), Idx(i)],
+                "this engine has no failpoints yet".into(),
+            );
+        }
+        if self.chaos.is_some() {
+            return err(
+                vec![Key("chaos")],
+                "the chaos controller is not available yet; script faults in `timeline`".into(),
+            );
+        }
+        for (i, item) in self.timeline.iter().enumerate() {
+            let at = vec![Key("timeline"), Idx(i)];
+            let with = |k: &'static str| {
+                let mut p = at.clone();
+                p.push(Key(k));
+                p
+            };
+            if item.at_ms() > self.duration_ms {
+                return err(
+                    with("at_ms"),
+                    format!("{} is after duration_ms {}", item.at_ms(), self.duration_ms),
+                );
+            }
+            for (field, sel) in item.selectors() {
+                match sel {
+                    Selector::Node(n) if *n > self.replicas => {
+                        return err(
+                            with(field),
+                            format!("`n{n}` but the cluster has {} replicas", self.replicas),
+                        )
+                    }
+                    Selector::PageService | Selector::Kms => {
+                        return err(
+                            with(field),
+                            format!("`{sel}` is not part of this engine yet"),
+                        )
+                    }
+                    _ => {}
+                }
+            }
+            match item {
+                TimelineItem::Restart {
+                    down_ms: [a, b],
+                    straggler_ms,
+                    ..
+                } => {
+                    if a > b {
+                        return err(with("down_ms"), "min exceeds max".into());
+                    }
+                    if let Some([a, b]) = straggler_ms {
+                        if a > b {
+                            return err(with("straggler_ms"), "min exceeds max".into());
+                        }
+                    }
+                }
+                TimelineItem::Loss { per_mille, .. } if *per_mille > 1000 => {
+                    return err(with("per_mille"), "must be 0..=1000".into())
+                }
+                TimelineItem::RotateKek { .. } | TimelineItem::RotateCmk { .. } => {
+                    return err(
+                        with("action"),
+                        format!(
+                            "`{}` needs the keystore, which this engine does not have yet",
+                            item.action()
+                        ),
+                    )
+                }
+                _ => {}
+            }
+        }
+        if self.expect.verdict == Verdict::Pass && !self.expect.kinds.is_empty() {
+            return err(
+                vec![Key("expect"), Key("kinds")],
+                "kinds only go with verdict `fail`".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn serde_error(e: serde_json::Error, text: &str, file: &str) -> ScenarioError {
+    let full = e.to_string();
+    // serde_json appends " at line L column C"; we print the position ourselves.
+    let message = match full.rfind(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    };
+    let field = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("missing field `"))
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_string)
+        .or_else(|| {
+            message
+                .contains("unknown variant")
+                .then(|| "action".to_string())
+        });
+    let (mut line, mut column) = (e.line(), e.column());
+    if line == 0 {
+        line = text.lines().count().max(1);
+        column = 1;
+    }
+    ScenarioError {
+        file: file.to_string(),
+        line,
+        column,
+        field,
+        message,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSeg {
+    Key(&'static str),
+    Idx(usize),
+}
+
+fn path_string(path: &[PathSeg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            PathSeg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k)
+            }
+            PathSeg::Idx(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Finds the (line, column) where the value at `path` starts in a JSON text. A tiny scanner:
+/// enough for error messages, not a parser (the text already parsed with serde).
+fn locate(text: &str, path: &[PathSeg]) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut pos = 0;
+    for seg in path {
+        skip_ws(bytes, &mut pos);
+        match seg {
+            PathSeg::Key(k) => {
+                if bytes.get(pos) != Some(&b'{') {
+                    return None;
+                }
+                pos += 1;
+                loop {
+                    skip_ws(bytes, &mut pos);
+                    if bytes.get(pos) == Some(&b'}') {
+                        return None;
+                    }
+                    let key = read_string(bytes, &mut pos)?;
+                    skip_ws(bytes, &mut pos);
+                    if bytes.get(pos) != Some(&b':') {
+                        return None;
+                    }
+                    pos += 1;
+                    skip_ws(bytes, &mut pos);
+                    if key == *k {
+                        break;
+                    }
+                    skip_value(bytes, &mut pos)?;
+                    skip_ws(bytes, &mut pos);
+                    if bytes.get(pos) == Some(&b',') {
+                        pos += 1;
+                    }
+                }
+            }
+            PathSeg::Idx(i) => {
+                if bytes.get(pos) != Some(&b'[') {
+                    return None;
+                }
+                pos += 1;
+                for _ in 0..*i {
+                    skip_ws(bytes, &mut pos);
+                    skip_value(bytes, &mut pos)?;
+                    skip_ws(bytes, &mut pos);
+                    if bytes.get(pos) != Some(&b',') {
+                        return None;
+                    }
+                    pos += 1;
+                }
+                skip_ws(bytes, &mut pos);
+            }
+        }
+    }
+    let before = &text[..pos.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    Some((line, column))
+}
+
+fn skip_ws(b: &[u8], pos: &mut usize) {
+    while matches!(b.get(*pos), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        *pos += 1;
+    }
+}
+
+fn read_string(b: &[u8], pos: &mut usize) -> Option<String> {
+    if b.get(*pos) != Some(&b'"') {
+        return None;
+    }
+    let start = *pos + 1;
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => {
+                *pos = i + 1;
+                return Some(String::from_utf8_lossy(&b[start..i]).into_owned());
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn skip_value(b: &[u8], pos: &mut usize) -> Option<()> {
+    match b.get(*pos)? {
+        b'"' => read_string(b, pos).map(|_| ()),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            while *pos < b.len() {
+                match b[*pos] {
+                    b'"' => {
+                        read_string(b, pos)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            *pos += 1;
+                            return Some(());
+                        }
+                    }
+                    _ => {}
+                }
+                *pos += 1;
+            }
+            None
+        }
+        _ => {
+            while *pos < b.len()
+                && !matches!(b[*pos], b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+            {
+                *pos += 1;
+            }
+            Some(())
+        }
+    }
+}
+
+/// Where named scenarios live: `$FAULTLINE_SCENARIOS`, `./scenarios`, then the source tree's.
+pub fn scenario_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(d) = std::env::var("FAULTLINE_SCENARIOS") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push(PathBuf::from("scenarios"));
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"));
+    dirs
+}
+
+/// Resolves a scenario argument: an existing file path, or the name of a named scenario.
+pub fn resolve(arg: &str) -> Result<PathBuf, ScenarioError> {
+    let p = Path::new(arg);
+    if p.is_file() {
+        return Ok(p.to_path_buf());
+    }
+    for d in scenario_dirs() {
+        let f = d.join(format!("{arg}.json"));
+        if f.is_file() {
+            return Ok(f);
+        }
+    }
+    Err(ScenarioError {
+        file: arg.to_string(),
+        line: 0,
+        column: 0,
+        field: None,
+        message: "no such scenario file or named scenario (see `faultline list`)".into(),
+    })
+}
+
+/// Every named scenario (file stem, path), sorted by name.
+pub fn named() -> Vec<(String, PathBuf)> {
+    for d in scenario_dirs() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut v: Vec<(String, PathBuf)> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter_map(|p| Some((p.file_stem()?.to_string_lossy().into_owned(), p)))
+            .collect();
+        if !v.is_empty() {
+            v.sort();
+            return v;
+        }
+    }
+    vec![]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+  "name": "t",
+  "duration_ms": 5000,
+  "timeline": [
+    { "at_ms": 1000, "action": "restart", "nodes": "all", "straggler_ms": [100, 200] },
+    { "at_ms": 2000, "action": "partition", "nodes": "leader", "for_ms": 500 }
+  ],
+  "expect": { "verdict": "fail", "kinds": ["raft-safety", "dbhash-mismatch"] }
+}"#;
+
+    #[test]
+    fn parses_a_good_scenario_with_defaults() {
+        let s = Scenario::parse(GOOD, "t.json").unwrap();
+        assert_eq!(s.replicas, 3);
+        assert_eq!(s.timeline.len(), 2);
+        assert_eq!(s.timeline[1].at_ms(), 2000);
+        assert_eq!(
+            s.expect.kinds,
+            vec![ViolationKind::RaftSafety, ViolationKind::DbhashMismatch]
+        );
+        assert_eq!(s.checks.len(), 5);
+    }
+
+    #[test]
+    fn syntax_error_names_file_line_and_column() {
+        let bad = "{\n  \"name\": \"t\",\n  \"duration_ms\": 5000,,\n}";
+        let e = Scenario::parse(bad, "bad.json").unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("bad.json", 3));
+        assert!(e.column > 0);
+    }
+
+    #[test]
+    fn unknown_field_names_the_field_and_line() {
+        let bad = GOOD.replace("\"for_ms\": 500", "\"for_ms\": 500, \"forr_ms\": 1");
+        let e = Scenario::parse(&bad, "f.json").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("forr_ms"), "{e}");
+        assert_eq!(e.line, 6, "{e}");
+        let top = GOOD.replace("\"name\": \"t\",", "\"name\": \"t\", \"replics\": 3,");
+        let e = Scenario::parse(&top, "f.json").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("replics"));
+        assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn unknown_action_is_reported_with_its_line() {
+        let bad = GOOD.replace("\"action\": \"partition\"", "\"action\": \"explode\"");
+        let e = Scenario::parse(&bad, "a.json").unwrap_err();
+        assert!(e.message.contains("explode"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("action"));
+        assert_eq!(e.line, 6, "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_field() {
+        let bad = GOOD.replace("\"nodes\": \"leader\"", "\"nodes\": \"n9\"");
+        let e = Scenario::parse(&bad, "s.json").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("timeline[1].nodes"), "{e}");
+        assert_eq!(e.line, 6);
+        let bad = GOOD.replace("\"at_ms\": 2000", "\"at_ms\": 9000");
+        let e = Scenario::parse(&bad, "s.json").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("timeline[1].at_ms"));
+        let bad = GOOD.replace("\"nodes\": \"all\"", "\"nodes\": \"everyone\"");
+        let e = Scenario::parse(&bad, "s.json").unwrap_err();
+        assert!(e.message.contains("unknown node selector"), "{e}");
+        assert_eq!(e.line, 5);
+    }
+
+    #[test]
+    fn bad_knob_and_kind_are_rejected() {
+        let bad = GOOD.replace(
+            "\"duration_ms\": 5000,",
+            "\"duration_ms\": 5000, \"known_bugs\": [\"nope\"],",
+        );
+        let e = Scenario::parse(&bad, "k.json").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("known_bugs[0]"));
+        assert!(
+            e.message.contains("volatile-raft-term"),
+            "lists the knobs: {e}"
+        );
+        let bad = GOOD.replace("raft-safety", "raft-oops");
+        assert!(Scenario::parse(&bad, "k.json").is_err());
+    }
+
+    #[test]
+    fn every_shipped_scenario_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let s = Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    Some(s.name.as_str()),
+                    p.file_stem().and_then(|s| s.to_str()),
+                    "name matches file"
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "the named scenarios ship with the repo");
+    }
+}

@@ -1,0 +1,100 @@
+//! The event trace of one run: (simulated time, node, kind, detail) lines, hashed as they are
+//! recorded. Same binary + scenario + seed ⇒ same hash; that is the determinism contract.
+
+use std::collections::VecDeque;
+
+use reports::TraceEvent;
+
+/// How many trailing events a failure report keeps when the full trace is not requested.
+pub const TAIL_EVENTS: usize = 400;
+
+pub struct Trace {
+    hasher: xxhash_rust::xxh3::Xxh3,
+    tail: VecDeque<TraceEvent>,
+    full: Option<Vec<TraceEvent>>,
+    count: u64,
+}
+
+impl Trace {
+    pub fn new(keep_full: bool) -> Self {
+        Trace {
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            tail: VecDeque::new(),
+            full: keep_full.then(Vec::new),
+            count: 0,
+        }
+    }
+
+    pub fn record(&mut self, at_us: u64, node: &str, kind: &str, detail: String) {
+        self.hasher.update(&at_us.to_le_bytes());
+        for part in [node, kind, detail.as_str()] {
+            self.hasher.update(&(part.len() as u32).to_le_bytes());
+            self.hasher.update(part.as_bytes());
+        }
+        self.count += 1;
+        let ev = TraceEvent {
+            at_us,
+            node: node.to_string(),
+            kind: kind.to_string(),
+            detail,
+        };
+        if let Some(full) = &mut self.full {
+            full.push(ev.clone());
+        }
+        if self.tail.len() == TAIL_EVENTS {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(ev);
+    }
+
+    pub fn hash_hex(&self) -> String {
+        format!("{:016x}", self.hasher.digest())
+    }
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    pub fn tail(&self, n: usize) -> Vec<TraceEvent> {
+        self.tail
+            .iter()
+            .skip(self.tail.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+    pub fn take_full(&mut self) -> Option<Vec<TraceEvent>> {
+        self.full.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_covers_time_node_kind_and_detail() {
+        let mk = |t: u64, n: &str, k: &str, d: &str| {
+            let mut tr = Trace::new(false);
+            tr.record(t, n, k, d.to_string());
+            tr.hash_hex()
+        };
+        let base = mk(1, "n1", "leader", "term 2");
+        assert_eq!(base, mk(1, "n1", "leader", "term 2"));
+        assert_ne!(base, mk(2, "n1", "leader", "term 2"));
+        assert_ne!(base, mk(1, "n2", "leader", "term 2"));
+        assert_ne!(base, mk(1, "n1", "leaderx", "term 2"));
+        assert_ne!(base, mk(1, "n1", "leader", "term 3"));
+        // field boundaries matter
+        assert_ne!(mk(1, "n1", "ab", "c"), mk(1, "n1", "a", "bc"));
+    }
+
+    #[test]
+    fn keeps_a_bounded_tail_and_optionally_everything() {
+        let mut tr = Trace::new(true);
+        for i in 0..(TAIL_EVENTS as u64 + 10) {
+            tr.record(i, "n1", "e", String::new());
+        }
+        assert_eq!(tr.tail(5).last().unwrap().at_us, TAIL_EVENTS as u64 + 9);
+        assert_eq!(tr.tail(usize::MAX).len(), TAIL_EVENTS);
+        assert_eq!(tr.take_full().unwrap().len(), TAIL_EVENTS + 10);
+        assert_eq!(tr.count(), TAIL_EVENTS as u64 + 10);
+    }
+}

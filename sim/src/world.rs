@@ -1,0 +1,896 @@
+//! One seed's simulated world: the madsim runtime, the replica nodes, the client node, the
+//! timeline controller, and the phases of a run (faults, then liveness, then final checks).
+//! It is also the engine's [`Observer`]: every engine event lands in the trace and the online
+//! history checker here.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use engine::observe::{Event, Inspect, NodeStatus, Observer};
+use engine::raft::{Entry, NodeId, Op, RaftEvent, Role};
+use engine::replica::{LinkConfig, ReplicaConfig};
+use engine::state::Collection;
+use engine::{Abort, Knobs};
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, Runtime};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reports::{SeedReport, TraceEvent, Violation, ViolationKind};
+
+use crate::check::durability::OpRecord;
+use crate::check::history::History;
+use crate::check::{self, violation};
+use crate::disk::SimDisk;
+use crate::scenario::{Check, Scenario, Selector, TimelineItem};
+use crate::trace::Trace;
+use crate::{panics, workload};
+
+/// Derives an independent seed for one subsystem, so a draw added in one stream does not
+/// reshuffle the others.
+pub fn derive_seed(seed: u64, stream: &str, index: u64) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&seed.to_le_bytes());
+    h.update(stream.as_bytes());
+    h.update(&index.to_le_bytes());
+    h.digest()
+}
+
+pub fn replica_addr(id: NodeId) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, id)),
+        engine::wire::REPLICA_PORT,
+    )
+}
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
+
+/// What the final checkers see of one live replica.
+pub struct NodeSnapshot {
+    pub status: NodeStatus,
+    pub data: BTreeMap<String, Collection>,
+    pub log_tail: Vec<Entry>,
+}
+
+pub fn op_summary(op: &Op) -> String {
+    match op {
+        Op::Noop => "noop".into(),
+        Op::Put {
+            collection, key, ..
+        } => format!("put {collection}/{key}"),
+        Op::Delete { collection, key } => format!("del {collection}/{key}"),
+        Op::CreateCollection { name } => format!("create {name}"),
+        Op::DropCollection { name } => format!("drop {name}"),
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    madsim_id: Option<madsim::task::NodeId>,
+    up: bool,
+    aborted: Option<(u64, String)>,
+    incarnation: u64,
+    inspect: Option<Arc<dyn Inspect>>,
+}
+
+struct State {
+    trace: Trace,
+    history: History,
+    violations: Vec<Violation>,
+    slots: BTreeMap<NodeId, Slot>,
+    ops: Vec<OpRecord>,
+    ops_acked: u64,
+    /// Active one-way clogs between madsim nodes, counted so overlapping faults compose.
+    clogs: BTreeMap<(madsim::task::NodeId, madsim::task::NodeId), u32>,
+    chaos_rng: ChaCha8Rng,
+    start: Option<madsim::time::Instant>,
+    notes: Vec<String>,
+}
+
+pub struct World {
+    pub scn: Arc<Scenario>,
+    pub seed: u64,
+    pub knobs: Knobs,
+    disk: Arc<SimDisk>,
+    st: Mutex<State>,
+    pub workload_stop: AtomicBool,
+    /// DDL clients started so far (each binds its own port).
+    pub ddl_clients: std::sync::atomic::AtomicU16,
+    client_node: Mutex<Option<madsim::task::NodeId>>,
+}
+
+/// Options that do not change what a seed does, only what is kept of it.
+#[derive(Debug, Clone, Default)]
+pub struct SeedOptions {
+    pub keep_full_trace: bool,
+}
+
+pub struct SeedResult {
+    pub report: SeedReport,
+    pub full_trace: Option<Vec<TraceEvent>>,
+}
+
+/// Runs one seed on a fresh OS thread (std's `HashMap` seeding inside madsim is only
+/// deterministic that way) and returns its report.
+pub fn run_seed(
+    scn: Arc<Scenario>,
+    seed: u64,
+    knobs: Knobs,
+    opts: SeedOptions,
+    replay: String,
+) -> SeedResult {
+    let t = std::thread::Builder::new()
+        .name(format!("faultline-seed-{seed}"))
+        .stack_size(16 << 20)
+        .spawn(move || run_seed_here(scn, seed, knobs, opts, replay))
+        .expect("spawn a seed thread");
+    t.join().expect("the seed thread catches its own panics")
+}
+
+fn run_seed_here(
+    scn: Arc<Scenario>,
+    seed: u64,
+    knobs: Knobs,
+    opts: SeedOptions,
+    replay: String,
+) -> SeedResult {
+    let wall = std::time::Instant::now();
+    panics::install_hook();
+    let _sim = panics::SimThreadGuard::enter();
+    let mut cfg = madsim::Config::default();
+    let [lo, hi] = scn.network.latency_ms;
+    cfg.net.send_latency = Duration::from_millis(lo)..Duration::from_millis(hi + 1);
+    cfg.net.packet_loss_rate = scn.network.loss_per_mille as f64 / 1000.0;
+    let rt = Runtime::with_seed_and_config(seed, cfg);
+    let world = Arc::new(World {
+        disk: SimDisk::new(derive_seed(seed, "disk", 0), true),
+        st: Mutex::new(State {
+            trace: Trace::new(opts.keep_full_trace),
+            history: History::default(),
+            violations: vec![],
+            slots: BTreeMap::new(),
+            ops: vec![],
+            ops_acked: 0,
+            clogs: BTreeMap::new(),
+            chaos_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "chaos", 0)),
+            start: None,
+            notes: vec![],
+        }),
+        scn: scn.clone(),
+        seed,
+        knobs,
+        workload_stop: AtomicBool::new(false),
+        ddl_clients: std::sync::atomic::AtomicU16::new(0),
+        client_node: Mutex::new(None),
+    });
+    let w2 = world.clone();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(supervise(w2))));
+    let mut st = world.lock();
+    let mut sim_ms_end = 0;
+    if let Err(payload) = outcome {
+        let msg = panics::describe(payload.as_ref());
+        let at_ms = st.trace.tail(1).last().map_or(0, |e| e.at_us / 1000);
+        let (kind, text) = if msg.contains("no events, all tasks will block forever") {
+            (
+                ViolationKind::Hang,
+                format!("the simulation stopped making progress: {msg}"),
+            )
+        } else {
+            (ViolationKind::Crash, format!("unexpected panic: {msg}"))
+        };
+        st.violations.push(violation(kind, None, at_ms, text));
+        sim_ms_end = at_ms;
+    } else if let Some(e) = st.trace.tail(1).last() {
+        sim_ms_end = e.at_us / 1000;
+    }
+    let mut violations = std::mem::take(&mut st.history.violations);
+    violations.append(&mut st.violations);
+    violations.sort_by(|a, b| (a.at_ms, a.kind).cmp(&(b.at_ms, b.kind)));
+    let passed = violations.is_empty();
+    let report = SeedReport {
+        seed,
+        trace_hash: st.trace.hash_hex(),
+        passed,
+        replay,
+        sim_ms: sim_ms_end,
+        events: st.trace.count(),
+        ops_acked: st.ops_acked,
+        wall_ms: wall.elapsed().as_millis() as u64,
+        trace_tail: if passed { vec![] } else { st.trace.tail(80) },
+        notes: std::mem::take(&mut st.notes),
+        violations,
+    };
+    let full_trace = st.trace.take_full();
+    drop(st);
+    SeedResult { report, full_trace }
+}
+
+impl World {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_us(st: &State) -> u64 {
+        st.start.map_or(0, |s| s.elapsed().as_micros() as u64)
+    }
+
+    fn record(&self, node: &str, kind: &str, detail: String) {
+        let mut st = self.lock();
+        let at = Self::now_us(&st);
+        st.trace.record(at, node, kind, detail);
+    }
+
+    fn now_ms(&self) -> u64 {
+        Self::now_us(&self.lock()) / 1000
+    }
+
+    pub fn record_op(&self, op: OpRecord) {
+        let mut st = self.lock();
+        if op.acked_us.is_some() {
+            st.ops_acked += 1;
+        }
+        st.ops.push(op);
+    }
+
+    pub fn sim_now_us(&self) -> u64 {
+        Self::now_us(&self.lock())
+    }
+
+    fn replicas(&self) -> Vec<NodeId> {
+        (1..=self.scn.replicas).collect()
+    }
+
+    fn madsim_id(&self, id: NodeId) -> madsim::task::NodeId {
+        self.lock().slots[&id]
+            .madsim_id
+            .expect("replica node built")
+    }
+
+    /// A new incarnation of replica `id`: its disk handle and election seed.
+    fn incarnate(self: &Arc<Self>, id: NodeId) -> (crate::disk::DiskHandle, u64) {
+        let mut st = self.lock();
+        let slot = st.slots.entry(id).or_default();
+        slot.incarnation += 1;
+        slot.up = true;
+        let inc = slot.incarnation;
+        drop(st);
+        (
+            self.disk.open(id),
+            derive_seed(self.seed, "election", (id as u64) << 32 | inc),
+        )
+    }
+
+    fn build_replicas(self: &Arc<Self>) {
+        let handle = Handle::current();
+        let members: BTreeMap<NodeId, SocketAddr> = self
+            .replicas()
+            .into_iter()
+            .map(|i| (i, replica_addr(i)))
+            .collect();
+        for id in self.replicas() {
+            let w = self.clone();
+            let members = members.clone();
+            let node = handle
+                .create_node()
+                .name(format!("n{id}"))
+                .ip(replica_addr(id).ip())
+                .init(move || {
+                    let w = w.clone();
+                    let members = members.clone();
+                    async move {
+                        let (disk, rng_seed) = w.incarnate(id);
+                        let cfg = ReplicaConfig {
+                            id,
+                            members,
+                            tick_ms: 10,
+                            knobs: w.knobs.clone(),
+                            rng_seed,
+                            link: LinkConfig::default(),
+                            fsync_ms: 1,
+                        };
+                        engine::replica::run(cfg, Arc::new(disk), w.clone()).await
+                    }
+                })
+                .build();
+            self.lock().slots.entry(id).or_default().madsim_id = Some(node.id());
+        }
+    }
+
+    // ----- faults -----
+
+    fn kill(&self, id: NodeId, why: &str) {
+        let mid = self.madsim_id(id);
+        {
+            let mut st = self.lock();
+            let slot = st.slots.get_mut(&id).unwrap();
+            if !slot.up {
+                return;
+            }
+            slot.up = false;
+            slot.inspect = None;
+        }
+        Handle::current().kill(mid);
+        let loss = self.disk.crash(id);
+        self.record(
+            &format!("n{id}"),
+            "kill",
+            format!(
+                "{why}; unsynced bytes lost {} (torn kept {})",
+                loss.bytes_lost, loss.bytes_torn_kept
+            ),
+        );
+    }
+
+    fn start(&self, id: NodeId) {
+        let (up, aborted) = {
+            let st = self.lock();
+            let s = &st.slots[&id];
+            (s.up, s.aborted.is_some())
+        };
+        if up || aborted {
+            return; // an aborted process stays down: the abort is the finding
+        }
+        self.record(&format!("n{id}"), "restart", String::new());
+        Handle::current().restart(self.madsim_id(id));
+    }
+
+    fn clog(&self, a: madsim::task::NodeId, b: madsim::task::NodeId) {
+        let mut st = self.lock();
+        let n = st.clogs.entry((a, b)).or_default();
+        *n += 1;
+        if *n == 1 {
+            NetSim::current().clog_link(a, b);
+        }
+    }
+
+    fn unclog(&self, a: madsim::task::NodeId, b: madsim::task::NodeId) {
+        let mut st = self.lock();
+        let key = (a, b);
+        if let Some(n) = st.clogs.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                st.clogs.remove(&key);
+                NetSim::current().unclog_link(a, b);
+            }
+        }
+    }
+
+    fn heal_all(&self) {
+        let mut st = self.lock();
+        let net = NetSim::current();
+        for (a, b) in std::mem::take(&mut st.clogs).into_keys() {
+            net.unclog_link(a, b);
+        }
+        let base = self.scn.network.loss_per_mille as f64 / 1000.0;
+        net.update_config(|c| c.packet_loss_rate = base);
+        drop(st);
+        let paused: Vec<NodeId> = self.replicas();
+        for id in paused {
+            Handle::current().resume(self.madsim_id(id));
+        }
+    }
+
+    /// Every madsim node other than the given replicas (other replicas and the client node).
+    fn others(&self, ids: &[NodeId]) -> Vec<madsim::task::NodeId> {
+        let mut v: Vec<_> = self
+            .replicas()
+            .into_iter()
+            .filter(|i| !ids.contains(i))
+            .map(|i| self.madsim_id(i))
+            .collect();
+        if let Some(c) = *self.client_node.lock().unwrap() {
+            v.push(c);
+        }
+        v
+    }
+
+    fn statuses(&self) -> BTreeMap<NodeId, NodeStatus> {
+        let inspects: Vec<(NodeId, Arc<dyn Inspect>)> = {
+            let st = self.lock();
+            st.slots
+                .iter()
+                .filter_map(|(id, s)| Some((*id, s.inspect.clone()?)))
+                .collect()
+        };
+        inspects
+            .into_iter()
+            .map(|(id, i)| (id, i.status()))
+            .collect()
+    }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        self.statuses()
+            .values()
+            .filter(|s| s.role == Role::Leader)
+            .max_by_key(|s| s.term)
+            .map(|s| s.id)
+    }
+
+    fn resolve(&self, sel: &Selector) -> Vec<NodeId> {
+        let up: Vec<NodeId> = {
+            let st = self.lock();
+            st.slots
+                .iter()
+                .filter(|(_, s)| s.up)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let leader = || {
+            self.current_leader().or_else(|| {
+                // No leader right now: the fault still lands, on a node the seed picks.
+                let mut st = self.lock();
+                (!up.is_empty()).then(|| up[st.chaos_rng.gen_range(0..up.len())])
+            })
+        };
+        match sel {
+            Selector::Node(n) => vec![*n],
+            Selector::All => self.replicas(),
+            Selector::Leader => leader().into_iter().collect(),
+            Selector::Followers => {
+                let l = leader();
+                self.replicas()
+                    .into_iter()
+                    .filter(|i| Some(*i) != l)
+                    .collect()
+            }
+            Selector::Standby => {
+                let l = leader();
+                let f: Vec<NodeId> = up.iter().copied().filter(|i| Some(*i) != l).collect();
+                if f.is_empty() {
+                    return vec![];
+                }
+                let i = self.lock().chaos_rng.gen_range(0..f.len());
+                vec![f[i]]
+            }
+            Selector::PageService | Selector::Kms => vec![], // rejected by validation
+        }
+    }
+
+    fn draw(&self, [lo, hi]: [u64; 2]) -> u64 {
+        self.lock().chaos_rng.gen_range(lo..=hi)
+    }
+
+    async fn apply(self: Arc<Self>, item: TimelineItem) {
+        let names = |ids: &[NodeId]| {
+            ids.iter()
+                .map(|i| format!("n{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match item {
+            TimelineItem::Restart {
+                nodes,
+                down_ms,
+                straggler_ms,
+                ..
+            } => {
+                let ids = self.resolve(&nodes);
+                self.record(
+                    "controller",
+                    "fault",
+                    format!("restart {nodes} = [{}]", names(&ids)),
+                );
+                for id in &ids {
+                    self.kill(*id, "restart");
+                }
+                let straggler = straggler_ms.and_then(|_| {
+                    (!ids.is_empty()).then(|| ids[self.lock().chaos_rng.gen_range(0..ids.len())])
+                });
+                for id in ids {
+                    let mut delay = self.draw(down_ms);
+                    if Some(id) == straggler {
+                        delay += self.draw(straggler_ms.unwrap());
+                        self.record(
+                            &format!("n{id}"),
+                            "straggler",
+                            format!("back after {delay} ms"),
+                        );
+                    }
+                    let w = self.clone();
+                    madsim::task::spawn(async move {
+                        madsim::time::sleep(Duration::from_millis(delay)).await;
+                        if !w.workload_stop.load(Ordering::Relaxed) {
+                            w.start(id);
+                        }
+                    });
+                }
+            }
+            TimelineItem::Kill { nodes, .. } => {
+                for id in self.resolve(&nodes) {
+                    self.kill(id, "kill");
+                }
+            }
+            TimelineItem::Start { nodes, .. } => {
+                for id in self.resolve(&nodes) {
+                    self.start(id);
+                }
+            }
+            TimelineItem::Partition { nodes, for_ms, .. } => {
+                let ids = self.resolve(&nodes);
+                let inside: Vec<_> = ids.iter().map(|i| self.madsim_id(*i)).collect();
+                let outside = self.others(&ids);
+                self.record(
+                    "controller",
+                    "fault",
+                    format!("partition {nodes} = [{}] for {for_ms} ms", names(&ids)),
+                );
+                let pairs: Vec<_> = inside
+                    .iter()
+                    .flat_map(|a| outside.iter().flat_map(move |b| [(*a, *b), (*b, *a)]))
+                    .collect();
+                self.timed_clogs(pairs, for_ms).await;
+            }
+            TimelineItem::ClogLink {
+                from, to, for_ms, ..
+            } => {
+                let (f, t) = (self.resolve(&from), self.resolve(&to));
+                let pairs: Vec<_> = f
+                    .iter()
+                    .flat_map(|a| t.iter().filter(move |b| *b != a).map(move |b| (*a, *b)))
+                    .map(|(a, b)| (self.madsim_id(a), self.madsim_id(b)))
+                    .collect();
+                self.record(
+                    "controller",
+                    "fault",
+                    format!("clog {from}->{to} for {for_ms} ms"),
+                );
+                self.timed_clogs(pairs, for_ms).await;
+            }
+            TimelineItem::Pause { nodes, for_ms, .. } => {
+                let ids = self.resolve(&nodes);
+                self.record(
+                    "controller",
+                    "fault",
+                    format!("pause [{}] for {for_ms} ms", names(&ids)),
+                );
+                for id in &ids {
+                    Handle::current().pause(self.madsim_id(*id));
+                }
+                madsim::time::sleep(Duration::from_millis(for_ms)).await;
+                for id in &ids {
+                    Handle::current().resume(self.madsim_id(*id));
+                }
+            }
+            TimelineItem::Loss {
+                per_mille, for_ms, ..
+            } => {
+                self.record(
+                    "controller",
+                    "fault",
+                    format!("loss {per_mille}/1000 for {for_ms} ms"),
+                );
+                NetSim::current().update_config(|c| c.packet_loss_rate = per_mille as f64 / 1000.0);
+                madsim::time::sleep(Duration::from_millis(for_ms)).await;
+                let base = self.scn.network.loss_per_mille as f64 / 1000.0;
+                NetSim::current().update_config(|c| c.packet_loss_rate = base);
+            }
+            TimelineItem::Heal { .. } => {
+                self.record("controller", "fault", "heal".into());
+                self.heal_all();
+            }
+            TimelineItem::CreateCollection { name, .. } => {
+                self.record("controller", "ddl", format!("create {name}"));
+                workload::spawn_ddl(self.clone(), Op::CreateCollection { name });
+            }
+            TimelineItem::DropCollection { name, .. } => {
+                self.record("controller", "ddl", format!("drop {name}"));
+                workload::spawn_ddl(self.clone(), Op::DropCollection { name });
+            }
+            TimelineItem::RotateKek { .. } | TimelineItem::RotateCmk { .. } => {
+                unreachable!("rejected by scenario validation")
+            }
+        }
+    }
+
+    async fn timed_clogs(
+        &self,
+        pairs: Vec<(madsim::task::NodeId, madsim::task::NodeId)>,
+        for_ms: u64,
+    ) {
+        for (a, b) in &pairs {
+            self.clog(*a, *b);
+        }
+        madsim::time::sleep(Duration::from_millis(for_ms)).await;
+        for (a, b) in &pairs {
+            self.unclog(*a, *b);
+        }
+    }
+
+    pub fn client_node(&self) -> Option<madsim::task::NodeId> {
+        *self.client_node.lock().unwrap()
+    }
+
+    // ----- phases -----
+
+    /// Heals everything, brings every non-aborted replica back, and waits for convergence.
+    async fn liveness_phase(&self) -> bool {
+        self.record(
+            "controller",
+            "phase",
+            "liveness: heal all faults, restart down replicas".into(),
+        );
+        self.heal_all();
+        for id in self.replicas() {
+            self.start(id);
+        }
+        let deadline =
+            madsim::time::Instant::now() + Duration::from_millis(self.scn.liveness_timeout_ms);
+        loop {
+            madsim::time::sleep(Duration::from_millis(100)).await;
+            if self.converged() {
+                self.record("controller", "phase", "converged".into());
+                return true;
+            }
+            if madsim::time::Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+
+    /// One leader, every live replica on its term and fully applied to its log end.
+    fn converged(&self) -> bool {
+        let live: Vec<NodeId> = {
+            let st = self.lock();
+            st.slots
+                .iter()
+                .filter(|(_, s)| s.aborted.is_none())
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let statuses = self.statuses();
+        if live.iter().any(|id| !statuses.contains_key(id)) {
+            return false;
+        }
+        let leaders: Vec<&NodeStatus> = statuses
+            .values()
+            .filter(|s| s.role == Role::Leader)
+            .collect();
+        let [l] = leaders.as_slice() else {
+            return false;
+        };
+        statuses.values().all(|s| {
+            s.term == l.term
+                && s.leader == Some(l.id)
+                && s.last_index == l.last_index
+                && s.commit == l.last_index
+                && s.last_applied == l.last_index
+        })
+    }
+
+    fn snapshots(&self) -> Vec<NodeSnapshot> {
+        let inspects: Vec<Arc<dyn Inspect>> = {
+            let st = self.lock();
+            st.slots
+                .values()
+                .filter_map(|s| s.inspect.clone())
+                .collect()
+        };
+        inspects
+            .into_iter()
+            .map(|i| NodeSnapshot {
+                status: i.status(),
+                data: i.read_all(),
+                log_tail: i.log_tail(8),
+            })
+            .collect()
+    }
+
+    fn liveness_violations(&self, converged: bool) -> Vec<Violation> {
+        let at_ms = self.now_ms();
+        let mut out = Vec::new();
+        let aborted: Vec<(NodeId, u64, String)> = {
+            let st = self.lock();
+            st.slots
+                .iter()
+                .filter_map(|(id, s)| s.aborted.clone().map(|(t, r)| (*id, t, r)))
+                .collect()
+        };
+        for (id, t, reason) in aborted {
+            out.push(violation(
+                ViolationKind::Liveness,
+                Some(format!("n{id}")),
+                at_ms,
+                format!(
+                    "n{id} unreachable for dbhash and validate: aborted at {}.{:03}s: {reason}",
+                    t / 1000,
+                    t % 1000
+                ),
+            ));
+        }
+        if !converged {
+            let statuses = self.statuses();
+            let desc: Vec<String> = statuses
+                .values()
+                .map(|s| {
+                    format!(
+                        "n{} {:?} term {} leader {:?} log {} commit {} applied {}",
+                        s.id, s.role, s.term, s.leader, s.last_index, s.commit, s.last_applied
+                    )
+                })
+                .collect();
+            out.push(violation(
+                ViolationKind::Liveness,
+                None,
+                at_ms,
+                format!(
+                    "cluster did not converge within {} ms after faults stopped: {}",
+                    self.scn.liveness_timeout_ms,
+                    desc.join("; ")
+                ),
+            ));
+        }
+        out
+    }
+}
+
+async fn supervise(w: Arc<World>) {
+    w.lock().start = Some(madsim::time::Instant::now());
+    let bugs: Vec<String> = w.knobs.iter().map(|b| b.to_string()).collect();
+    w.record(
+        "controller",
+        "run",
+        format!(
+            "scenario {} seed {} replicas {} bugs [{}]",
+            w.scn.name,
+            w.seed,
+            w.scn.replicas,
+            bugs.join(",")
+        ),
+    );
+    w.build_replicas();
+    workload::start(w.clone());
+
+    for item in w.scn.timeline.clone() {
+        let w2 = w.clone();
+        madsim::task::spawn(async move {
+            madsim::time::sleep(Duration::from_millis(item.at_ms())).await;
+            w2.apply(item).await;
+        });
+    }
+    madsim::time::sleep(Duration::from_millis(w.scn.duration_ms)).await;
+    w.workload_stop.store(true, Ordering::Relaxed);
+    w.record("controller", "phase", "faults stop".into());
+
+    let converged = w.liveness_phase().await;
+    let at_ms = w.now_ms();
+    let mut found = Vec::new();
+    if w.scn.has_check(Check::Liveness) {
+        found.extend(w.liveness_violations(converged));
+    }
+    let snaps = w.snapshots();
+    if w.scn.has_check(Check::Dbhash) {
+        found.extend(check::dbhash::check(&snaps, at_ms));
+    }
+    if w.scn.has_check(Check::Validate) {
+        found.extend(check::validate::check(&snaps, at_ms));
+    }
+    if w.scn.has_check(Check::Durability) {
+        // Only replicas at the final commit index are compared (a lagging one is a liveness finding).
+        let max_applied = snaps
+            .iter()
+            .map(|s| s.status.last_applied)
+            .max()
+            .unwrap_or(0);
+        let caught_up: Vec<NodeSnapshot> = snaps
+            .into_iter()
+            .filter(|s| s.status.last_applied == max_applied)
+            .collect();
+        let ops = std::mem::take(&mut w.lock().ops);
+        found.extend(check::durability::check(&ops, &caught_up, at_ms));
+    }
+    if !w.scn.has_check(Check::Raft) {
+        w.lock().history.violations.clear();
+    }
+    w.record(
+        "controller",
+        "checks",
+        format!("{} violation(s) at the end", found.len()),
+    );
+    w.lock().violations.extend(found);
+
+    // Tear down so no task outlives the run (madsim leaks pending tasks otherwise).
+    let handle = Handle::current();
+    for id in w.replicas() {
+        handle.kill(w.madsim_id(id));
+    }
+    if let Some(c) = w.client_node() {
+        handle.kill(c);
+    }
+    madsim::time::sleep(Duration::from_millis(1)).await;
+}
+
+impl Observer for World {
+    fn event(&self, node: NodeId, ev: Event) {
+        let mut st = self.lock();
+        let at_us = Self::now_us(&st);
+        let at_ms = at_us / 1000;
+        let name = format!("n{node}");
+        let (kind, detail) = match ev {
+            Event::Started { term, voted_for, log_len, commit, torn_bytes } => {
+                st.history.restarted(node);
+                ("start", format!("term {term} vote {voted_for:?} log {log_len} commit {commit} torn {torn_bytes}"))
+            }
+            Event::Raft(r) => match r {
+                RaftEvent::BecameLeader { term } => {
+                    st.history.became_leader(node, term, at_ms);
+                    ("leader", format!("term {term}"))
+                }
+                RaftEvent::BecameCandidate { term } => ("candidate", format!("term {term}")),
+                RaftEvent::BecameFollower { term, leader } => ("follower", format!("term {term} leader {leader:?}")),
+                RaftEvent::VoteGranted { term, candidate, candidate_last_term, own_last_term } => (
+                    "vote",
+                    format!("term {term} for n{candidate} (its last log term {candidate_last_term}, ours {own_last_term})"),
+                ),
+                RaftEvent::Committed { index, term } => ("commit", format!("{index} term {term}")),
+                RaftEvent::Truncated { from, removed_last, last_applied, commit } => {
+                    st.history.truncated(node, from, removed_last, at_ms);
+                    (
+                        "truncate",
+                        format!("{from}..={removed_last} (last_applied {last_applied}, commit {commit})"),
+                    )
+                }
+            },
+            Event::Applied { index, term, ts, digest } => {
+                st.history.applied(node, index, term, digest, at_ms);
+                ("apply", format!("{index} term {term} ts {ts} {digest:016x}"))
+            }
+            Event::Warn(msg) => ("warn", msg),
+        };
+        st.trace.record(at_us, &name, kind, detail);
+    }
+
+    fn attach(&self, node: NodeId, inspect: Arc<dyn Inspect>) {
+        self.lock().slots.entry(node).or_default().inspect = Some(inspect);
+    }
+
+    fn abort(&self, node: NodeId, abort: Abort) {
+        let at_ms = self.now_ms();
+        {
+            let mut st = self.lock();
+            let reason = abort.to_string();
+            st.slots.entry(node).or_default().aborted = Some((at_ms, reason.clone()));
+            let at_us = Self::now_us(&st);
+            st.trace
+                .record(at_us, &format!("n{node}"), "abort", reason.clone());
+            st.violations.push(violation(
+                ViolationKind::NodeAbort,
+                Some(format!("n{node}")),
+                at_ms,
+                reason,
+            ));
+        }
+        self.kill(node, "abort");
+    }
+
+    fn crash(&self, node: NodeId, message: String) {
+        let at_ms = self.now_ms();
+        {
+            let mut st = self.lock();
+            st.slots.entry(node).or_default().aborted = Some((at_ms, format!("panic: {message}")));
+            let at_us = Self::now_us(&st);
+            st.trace
+                .record(at_us, &format!("n{node}"), "crash", message.clone());
+            st.violations.push(violation(
+                ViolationKind::Crash,
+                Some(format!("n{node}")),
+                at_ms,
+                format!("unexpected panic in engine code: {message}"),
+            ));
+        }
+        self.kill(node, "crash");
+    }
+}
+
+impl World {
+    pub fn set_client_node(&self, id: madsim::task::NodeId) {
+        *self.client_node.lock().unwrap() = Some(id);
+    }
+    pub fn note(&self, s: String) {
+        self.lock().notes.push(s);
+    }
+    pub fn record_client(&self, kind: &str, detail: String) {
+        self.record("clients", kind, detail);
+    }
+}
