@@ -71,7 +71,7 @@ pub enum Cmd {
         /// Run every seed twice and compare trace hashes.
         #[arg(long)]
         check_determinism: bool,
-        /// Print the full event trace of failing seeds.
+        /// Print the full event trace of every seed run (to stderr).
         #[arg(long)]
         trace: bool,
     },
@@ -144,10 +144,12 @@ pub fn main() -> i32 {
 fn dispatch(cli: Cli) -> Result<i32, UsageError> {
     match cli.cmd {
         Cmd::List => {
-            for (name, path) in scenario::named() {
+            let named = scenario::named();
+            let width = named.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+            for (name, path) in named {
                 match Scenario::load(&path) {
-                    Ok(s) => println!("{name:<28} {}", s.description),
-                    Err(e) => println!("{name:<28} (invalid: {e})"),
+                    Ok(s) => println!("{name:<width$}  {}", s.description),
+                    Err(e) => println!("{name:<width$}  (invalid: {e})"),
                 }
             }
             Ok(EXIT_PASS)

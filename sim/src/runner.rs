@@ -27,7 +27,7 @@ pub struct Sweep {
 
 pub struct SweepResult {
     pub report: RunReport,
-    /// Full traces of failing seeds, when requested.
+    /// Full traces, when requested.
     pub traces: BTreeMap<u64, Vec<TraceEvent>>,
     /// Seeds whose two runs gave different trace hashes: (seed, first, second).
     pub nondeterministic: Vec<(u64, String, String)>,
@@ -113,7 +113,7 @@ pub fn sweep(s: &Sweep) -> SweepResult {
                 nondeterministic.push((seed, r.trace_hash.clone(), h2));
             }
         }
-        if let (false, Some(t)) = (r.passed, trace) {
+        if let Some(t) = trace {
             traces.insert(seed, t);
         }
         all.push(r.clone());

@@ -20,7 +20,11 @@ pub struct ScenarioError {
 
 impl fmt::Display for ScenarioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if self.line == 0 {
+            write!(f, "{}: ", self.file)?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        }
         if let Some(field) = &self.field {
             write!(f, "field `{field}`: ")?;
         }
@@ -544,6 +548,14 @@ fn serde_error(e: serde_json::Error, text: &str, file: &str) -> ScenarioError {
         line = text.lines().count().max(1);
         column = 1;
     }
+    // Tagged enums are buffered, so serde reports the end of the object; point at the offending
+    // token instead (the last occurrence of the quoted token before serde's position).
+    if let Some(token) = message.split('`').nth(1) {
+        let end = offset_of(text, line, column);
+        if let Some(at) = text[..end].rfind(&format!("\"{token}\"")) {
+            (line, column) = line_col(text, at);
+        }
+    }
     ScenarioError {
         file: file.to_string(),
         line,
@@ -628,10 +640,25 @@ fn locate(text: &str, path: &[PathSeg]) -> Option<(usize, usize)> {
             }
         }
     }
+    Some(line_col(text, pos))
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, pos: usize) -> (usize, usize) {
     let before = &text[..pos.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    Some((line, column))
+    (line, column)
+}
+
+/// Byte offset of a 1-based line and column (clamped to the text).
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    (start + column).min(text.len())
 }
 
 fn skip_ws(b: &[u8], pos: &mut usize) {

@@ -1,0 +1,52 @@
+//! Helpers shared by the scenario tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use engine::{Knobs, KnownBug};
+use reports::{SeedReport, ViolationKind};
+use sim::runner::{sweep, Sweep, SweepResult};
+use sim::scenario::Scenario;
+
+pub fn scenario_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(format!("{name}.json"))
+}
+
+pub fn load(name: &str) -> Arc<Scenario> {
+    Arc::new(Scenario::load(&scenario_path(name)).unwrap_or_else(|e| panic!("{e}")))
+}
+
+pub fn run(name: &str, bugs: &[KnownBug], seeds: std::ops::Range<u64>, jobs: usize) -> SweepResult {
+    let scn = load(name);
+    let mut knobs: Vec<KnownBug> = scn.bugs();
+    knobs.extend_from_slice(bugs);
+    sweep(&Sweep {
+        scenario: scn,
+        scenario_arg: name.to_string(),
+        knobs: Knobs::new(knobs),
+        seeds: seeds.collect(),
+        jobs,
+        fail_fast: false,
+        keep_full_trace: false,
+        progress: false,
+        check_determinism: false,
+    })
+}
+
+pub fn kinds(r: &SeedReport) -> Vec<ViolationKind> {
+    r.kinds()
+}
+
+/// Asserts every seed passed, printing the failures' dossiers otherwise.
+pub fn assert_all_pass(r: &SweepResult) {
+    if !r.report.passed() {
+        panic!(
+            "expected every seed to pass:\n{}",
+            reports::text::run_summary(&r.report)
+        );
+    }
+    assert!(r.report.seeds_run > 0);
+}
