@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 
-use crate::raft::{Index, NodeId, Op, Term};
+use crate::raft::{Index, NodeId, Op, Session, Term};
 use crate::wire::{ClientResult, Wire, TAG};
 
 /// How a write ended, from the client's point of view.
@@ -41,11 +41,16 @@ pub struct Client {
     replicas: BTreeMap<NodeId, SocketAddr>,
     leader_guess: NodeId,
     next_request: u64,
+    /// Identifies this client's operations across retries (see [`Session`]).
+    client_id: u64,
+    op_seq: u64,
     cfg: ClientConfig,
 }
 
 impl Client {
+    /// `client_id` must be unique among the cluster's clients.
     pub async fn connect(
+        client_id: u64,
         bind: SocketAddr,
         replicas: BTreeMap<NodeId, SocketAddr>,
         cfg: ClientConfig,
@@ -57,6 +62,8 @@ impl Client {
             replicas,
             leader_guess,
             next_request: 1,
+            client_id,
+            op_seq: 0,
             cfg,
         })
     }
@@ -74,11 +81,20 @@ impl Client {
     pub async fn write(&mut self, op: Op) -> Outcome {
         let start = madsim::time::Instant::now();
         let deadline = Duration::from_millis(self.cfg.op_deadline_ms);
+        self.op_seq += 1;
+        let session = Some(Session {
+            client: self.client_id,
+            seq: self.op_seq,
+        });
         while start.elapsed() < deadline {
             let id = self.next_request;
             self.next_request += 1;
             let to = self.replicas[&self.leader_guess];
-            let req = Wire::Request { id, op: op.clone() };
+            let req = Wire::Request {
+                id,
+                session,
+                op: op.clone(),
+            };
             if self.ep.send_to_raw(to, TAG, Box::new(req)).await.is_err() {
                 self.rotate_guess();
                 continue;

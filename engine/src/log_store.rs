@@ -188,6 +188,7 @@ mod tests {
             index,
             ts: index,
             op: Op::Noop,
+            session: None,
         }
     }
 

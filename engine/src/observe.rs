@@ -24,6 +24,8 @@ pub enum Event {
         term: Term,
         ts: u64,
         digest: u64,
+        /// False when the entry repeated an already applied client operation (skipped).
+        executed: bool,
     },
     /// Something worth a line in the trace that is not a failure.
     Warn(String),

@@ -40,6 +40,15 @@ pub enum Op {
     },
 }
 
+/// Identifies one client operation across its retries, so a retried write that was already
+/// applied is not applied again (raft thesis §6.3): a slow duplicate must not overwrite newer data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Session {
+    pub client: u64,
+    /// Per-client operation number, increasing; retries reuse it.
+    pub seq: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub term: Term,
@@ -47,12 +56,14 @@ pub struct Entry {
     /// Monotonic timestamp assigned by the leader that created the entry.
     pub ts: u64,
     pub op: Op,
+    #[serde(default)]
+    pub session: Option<Session>,
 }
 
 impl Entry {
     /// A short fingerprint of the entry's content, for traces and the history checker.
     pub fn digest(&self) -> u64 {
-        let bytes = bincode::serialize(&(self.term, self.index, self.ts, &self.op))
+        let bytes = bincode::serialize(&(self.term, self.index, self.ts, &self.op, &self.session))
             .expect("entries always serialize");
         xxhash_rust::xxh3::xxh3_64(&bytes)
     }
@@ -391,13 +402,18 @@ impl Raft {
     }
 
     /// Appends an operation on the leader; it is acknowledged once committed.
-    pub fn propose(&mut self, op: Op, now_ts: u64) -> Result<(Index, Term), ProposeError> {
+    pub fn propose(
+        &mut self,
+        op: Op,
+        session: Option<Session>,
+        now_ts: u64,
+    ) -> Result<(Index, Term), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
             });
         }
-        let (index, term) = self.append_local(op, now_ts);
+        let (index, term) = self.append_local(op, session, now_ts);
         self.broadcast_append(false);
         Ok((index, term))
     }
@@ -535,20 +551,21 @@ impl Raft {
             .push(RaftEvent::BecameLeader { term: self.term });
         // A no-op in the new term lets the leader commit everything before it.
         let ts = self.last_ts() + 1;
-        self.append_local(Op::Noop, ts);
+        self.append_local(Op::Noop, None, ts);
         self.broadcast_append(false);
         self.maybe_commit();
     }
 
     // ----- replication -----
 
-    fn append_local(&mut self, op: Op, now_ts: u64) -> (Index, Term) {
+    fn append_local(&mut self, op: Op, session: Option<Session>, now_ts: u64) -> (Index, Term) {
         debug_assert_eq!(self.role, Role::Leader);
         let entry = Entry {
             term: self.term,
             index: self.last_index() + 1,
             ts: now_ts.max(self.last_ts() + 1),
             op,
+            session,
         };
         let at = (entry.index, entry.term);
         self.log.push(entry.clone());

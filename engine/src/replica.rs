@@ -310,9 +310,9 @@ impl Driver {
                 }
                 c.raft.step(from, msg)
             }
-            Input::Net(Wire::Request { id, op }, client) => {
+            Input::Net(Wire::Request { id, session, op }, client) => {
                 let ts = sim_clock_us();
-                match c.raft.propose(op, ts) {
+                match c.raft.propose(op, session, ts) {
                     Ok((index, term)) => {
                         c.pending.insert(index, Pending { client, id, term });
                     }
@@ -362,7 +362,7 @@ impl Driver {
             self.send(self.cfg.members[&to], Wire::Raft { from: self.id, msg });
         }
         for e in &ready.committed {
-            c.sm.apply(e);
+            let executed = c.sm.apply(e);
             self.obs.event(
                 self.id,
                 Event::Applied {
@@ -370,6 +370,7 @@ impl Driver {
                     term: e.term,
                     ts: e.ts,
                     digest: e.digest(),
+                    executed,
                 },
             );
             if let Some(p) = c.pending.remove(&e.index) {

@@ -10,6 +10,8 @@ pub type Collection = BTreeMap<String, Vec<u8>>;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateMachine {
     collections: BTreeMap<String, Collection>,
+    /// Last applied operation number per client: retried duplicates are skipped.
+    sessions: BTreeMap<u64, u64>,
     applied_index: Index,
     applied_ts: u64,
 }
@@ -31,13 +33,24 @@ impl StateMachine {
 
     /// Applies one committed entry. Entries arrive in index order; a put into a missing
     /// collection creates it (like an implicit create), a drop of a missing one is a no-op.
-    pub fn apply(&mut self, e: &Entry) {
+    /// Returns false when the entry repeats a client operation already applied (a retry whose
+    /// first attempt committed too): its effect is skipped so it cannot overwrite newer writes.
+    pub fn apply(&mut self, e: &Entry) -> bool {
         invariant!(
             e.index > self.applied_index,
             "state machine: applying index {} after {}",
             e.index,
             self.applied_index
         );
+        self.applied_index = e.index;
+        self.applied_ts = self.applied_ts.max(e.ts);
+        if let Some(s) = e.session {
+            let last = self.sessions.entry(s.client).or_default();
+            if s.seq <= *last {
+                return false;
+            }
+            *last = s.seq;
+        }
         match &e.op {
             Op::Noop => {}
             Op::Put {
@@ -62,8 +75,7 @@ impl StateMachine {
                 self.collections.remove(name);
             }
         }
-        self.applied_index = e.index;
-        self.applied_ts = self.applied_ts.max(e.ts);
+        true
     }
 
     pub fn get(&self, collection: &str, key: &str) -> Option<&Vec<u8>> {
@@ -110,6 +122,7 @@ mod tests {
                 key: k.into(),
                 value: v.into(),
             },
+            session: None,
         }
     }
 
@@ -126,12 +139,14 @@ mod tests {
                 collection: "a".into(),
                 key: "k1".into(),
             },
+            session: None,
         });
         sm.apply(&Entry {
             term: 1,
             index: 4,
             ts: 4,
             op: Op::CreateCollection { name: "b".into() },
+            session: None,
         });
         assert_eq!(sm.get("a", "k2"), Some(&b"v2".to_vec()));
         assert_eq!(sm.get("a", "k1"), None);
@@ -141,6 +156,7 @@ mod tests {
             index: 5,
             ts: 5,
             op: Op::DropCollection { name: "a".into() },
+            session: None,
         });
         assert!(!sm.collections().contains_key("a"));
         assert_eq!(sm.applied_index(), 5);
@@ -156,6 +172,23 @@ mod tests {
         assert_eq!(x.hashes(), y.hashes());
         y.apply(&put(8, "a", "k2", "x"));
         assert_ne!(x.hashes(), y.hashes());
+    }
+
+    #[test]
+    fn a_retried_operation_is_applied_once() {
+        use crate::raft::Session;
+        let mut sm = StateMachine::default();
+        let mut first = put(1, "a", "k", "old");
+        first.session = Some(Session { client: 7, seq: 1 });
+        let mut newer = put(2, "a", "k", "new");
+        newer.session = Some(Session { client: 8, seq: 1 });
+        let mut zombie = put(3, "a", "k", "old"); // a late retry of client 7's op 1
+        zombie.session = first.session;
+        assert!(sm.apply(&first));
+        assert!(sm.apply(&newer));
+        assert!(!sm.apply(&zombie), "the duplicate is skipped");
+        assert_eq!(sm.get("a", "k"), Some(&b"new".to_vec()));
+        assert_eq!(sm.applied_index(), 3);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::{Index, Message, NodeId, Op, Term};
+use crate::raft::{Index, Message, NodeId, Op, Session, Term};
 
 /// The one datagram tag every faultline endpoint uses.
 pub const TAG: u64 = 0x6661_756c;
@@ -19,6 +19,7 @@ pub enum Wire {
     /// A client write; answered once committed and applied on the leader.
     Request {
         id: u64,
+        session: Option<Session>,
         op: Op,
     },
     Reply {

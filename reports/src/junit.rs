@@ -181,25 +181,15 @@ fn xml_allowed(c: char) -> bool {
 /// Escapes an attribute value. Whitespace control chars are written as character references
 /// because parsers normalize literal ones in attributes to spaces, losing line breaks.
 pub(crate) fn escape_attr(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars().filter(|&c| xml_allowed(c)) {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' => out.push_str("&#9;"),
-            c => out.push(c),
-        }
-    }
-    out
+    escape(s, true)
 }
 
 /// Escapes element text. CR is a character reference so it survives line-ending normalization.
 pub(crate) fn escape_text(s: &str) -> String {
+    escape(s, false)
+}
+
+fn escape(s: &str, attr: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars().filter(|&c| xml_allowed(c)) {
         match c {
@@ -209,6 +199,8 @@ pub(crate) fn escape_text(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
             '\r' => out.push_str("&#13;"),
+            '\n' if attr => out.push_str("&#10;"),
+            '\t' if attr => out.push_str("&#9;"),
             c => out.push(c),
         }
     }

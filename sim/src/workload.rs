@@ -45,16 +45,23 @@ pub fn start(w: Arc<World>) {
 async fn client_loop(w: Arc<World>, c: u32) {
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(w.seed, "workload", c as u64));
     let bind = SocketAddr::new(IpAddr::V4(CLIENT_IP), CLIENT_PORT_BASE + c as u16);
-    let mut client = Client::connect(bind, replicas(&w), ClientConfig::default())
+    let mut client = Client::connect(c as u64 + 1, bind, replicas(&w), ClientConfig::default())
         .await
         .expect("client port is free");
     let wl = w.scn.workload.clone();
-    // Mean gap between one client's operations, jittered ±50%.
+    // Open schedule: operation k is due at k x gap (jittered ±50%); a slow write delays the
+    // next one but the client catches up, so the offered rate holds while latency allows.
     let gap_us = 1_000_000u64 * wl.clients as u64 / wl.ops_per_sec as u64;
     let mut seq = 0u64;
+    let mut due_us = w.sim_now_us();
     loop {
-        let pause = rng.gen_range(gap_us / 2..=gap_us + gap_us / 2).max(1_000);
-        madsim::time::sleep(Duration::from_micros(pause)).await;
+        due_us += rng.gen_range(gap_us / 2..=gap_us + gap_us / 2).max(1_000);
+        let now = w.sim_now_us();
+        // After an outage, do not replay a backlog of more than a second.
+        due_us = due_us.max(now.saturating_sub(1_000_000));
+        if due_us > now {
+            madsim::time::sleep(Duration::from_micros(due_us - now)).await;
+        }
         if w.workload_stop.load(Ordering::Relaxed) {
             return;
         }
@@ -62,22 +69,44 @@ async fn client_loop(w: Arc<World>, c: u32) {
         let collection = format!("c{}", rng.gen_range(0..wl.collections));
         let key = format!("k{}", rng.gen_range(0..wl.keys));
         let value = format!("w{c}-{seq}").into_bytes();
-        let invoked_us = w.sim_now_us();
         let op = Op::Put {
             collection: collection.clone(),
             key: key.clone(),
             value: value.clone(),
         };
-        let outcome = client.write(op).await;
-        let acked_us = matches!(outcome, Outcome::Acked { .. }).then(|| w.sim_now_us());
-        w.record_op(OpRecord {
-            client: c,
+        tracked_write(
+            &w,
+            &mut client,
+            c,
             collection,
-            kind: OpKind::Put { key, value },
-            invoked_us,
-            acked_us,
-        });
+            OpKind::Put { key, value },
+            op,
+        )
+        .await;
     }
+}
+
+/// Writes through `client`, recording the operation before it is sent and its acknowledgement.
+async fn tracked_write(
+    w: &World,
+    client: &mut Client,
+    client_no: u32,
+    collection: String,
+    kind: OpKind,
+    op: Op,
+) -> Outcome {
+    let handle = w.begin_op(OpRecord {
+        client: client_no,
+        collection,
+        kind,
+        invoked_us: w.sim_now_us(),
+        acked_us: None,
+    });
+    let outcome = client.write(op).await;
+    if matches!(outcome, Outcome::Acked { .. }) {
+        w.ack_op(handle);
+    }
+    outcome
 }
 
 /// Issues one DDL operation from a fresh client on the client node.
@@ -89,22 +118,22 @@ pub fn spawn_ddl(w: Arc<World>, op: Op) {
     let port = DDL_PORT_BASE + w.ddl_clients.fetch_add(1, Ordering::Relaxed) % 10_000;
     h.spawn(async move {
         let bind = SocketAddr::new(IpAddr::V4(CLIENT_IP), port);
-        let Ok(mut client) = Client::connect(bind, replicas(&w), ClientConfig::default()).await
+        let Ok(mut client) = Client::connect(
+            1_000_000 + port as u64,
+            bind,
+            replicas(&w),
+            ClientConfig::default(),
+        )
+        .await
         else {
             return;
         };
-        let invoked_us = w.sim_now_us();
-        let outcome = client.write(op.clone()).await;
-        let acked_us = matches!(outcome, Outcome::Acked { .. }).then(|| w.sim_now_us());
+        let (collection, kind) = match &op {
+            Op::DropCollection { name } => (name.clone(), OpKind::DropCollection),
+            Op::CreateCollection { name } => (name.clone(), OpKind::CreateCollection),
+            _ => unreachable!("only DDL goes through here"),
+        };
+        let outcome = tracked_write(&w, &mut client, u32::MAX, collection, kind, op.clone()).await;
         w.record_client("ddl", format!("{op:?} -> {outcome:?}"));
-        if let Op::DropCollection { name } = op {
-            w.record_op(OpRecord {
-                client: u32::MAX,
-                collection: name,
-                kind: OpKind::DropCollection,
-                invoked_us,
-                acked_us,
-            });
-        }
     });
 }

@@ -222,16 +222,30 @@ impl World {
         st.trace.record(at, node, kind, detail);
     }
 
+    /// A controller fault line in the trace.
+    fn fault(&self, detail: String) {
+        self.record("controller", "fault", detail);
+    }
+
     fn now_ms(&self) -> u64 {
         Self::now_us(&self.lock()) / 1000
     }
 
-    pub fn record_op(&self, op: OpRecord) {
+    /// Records an operation as it is issued (so in-flight writes are known to the checkers);
+    /// returns a handle for [`World::ack_op`].
+    pub fn begin_op(&self, op: OpRecord) -> usize {
         let mut st = self.lock();
-        if op.acked_us.is_some() {
+        st.ops.push(op);
+        st.ops.len() - 1
+    }
+
+    pub fn ack_op(&self, handle: usize) {
+        let mut st = self.lock();
+        let now = Self::now_us(&st);
+        if let Some(op) = st.ops.get_mut(handle) {
+            op.acked_us = Some(now);
             st.ops_acked += 1;
         }
-        st.ops.push(op);
     }
 
     pub fn sim_now_us(&self) -> u64 {
@@ -467,11 +481,7 @@ impl World {
                 ..
             } => {
                 let ids = self.resolve(&nodes);
-                self.record(
-                    "controller",
-                    "fault",
-                    format!("restart {nodes} = [{}]", names(&ids)),
-                );
+                self.fault(format!("restart {nodes} = [{}]", names(&ids)));
                 for id in &ids {
                     self.kill(*id, "restart");
                 }
@@ -511,11 +521,10 @@ impl World {
                 let ids = self.resolve(&nodes);
                 let inside: Vec<_> = ids.iter().map(|i| self.madsim_id(*i)).collect();
                 let outside = self.others(&ids);
-                self.record(
-                    "controller",
-                    "fault",
-                    format!("partition {nodes} = [{}] for {for_ms} ms", names(&ids)),
-                );
+                self.fault(format!(
+                    "partition {nodes} = [{}] for {for_ms} ms",
+                    names(&ids)
+                ));
                 let pairs: Vec<_> = inside
                     .iter()
                     .flat_map(|a| outside.iter().flat_map(move |b| [(*a, *b), (*b, *a)]))
@@ -531,20 +540,12 @@ impl World {
                     .flat_map(|a| t.iter().filter(move |b| *b != a).map(move |b| (*a, *b)))
                     .map(|(a, b)| (self.madsim_id(a), self.madsim_id(b)))
                     .collect();
-                self.record(
-                    "controller",
-                    "fault",
-                    format!("clog {from}->{to} for {for_ms} ms"),
-                );
+                self.fault(format!("clog {from}->{to} for {for_ms} ms"));
                 self.timed_clogs(pairs, for_ms).await;
             }
             TimelineItem::Pause { nodes, for_ms, .. } => {
                 let ids = self.resolve(&nodes);
-                self.record(
-                    "controller",
-                    "fault",
-                    format!("pause [{}] for {for_ms} ms", names(&ids)),
-                );
+                self.fault(format!("pause [{}] for {for_ms} ms", names(&ids)));
                 for id in &ids {
                     Handle::current().pause(self.madsim_id(*id));
                 }
@@ -556,18 +557,14 @@ impl World {
             TimelineItem::Loss {
                 per_mille, for_ms, ..
             } => {
-                self.record(
-                    "controller",
-                    "fault",
-                    format!("loss {per_mille}/1000 for {for_ms} ms"),
-                );
+                self.fault(format!("loss {per_mille}/1000 for {for_ms} ms"));
                 NetSim::current().update_config(|c| c.packet_loss_rate = per_mille as f64 / 1000.0);
                 madsim::time::sleep(Duration::from_millis(for_ms)).await;
                 let base = self.scn.network.loss_per_mille as f64 / 1000.0;
                 NetSim::current().update_config(|c| c.packet_loss_rate = base);
             }
             TimelineItem::Heal { .. } => {
-                self.record("controller", "fault", "heal".into());
+                self.fault("heal".into());
                 self.heal_all();
             }
             TimelineItem::CreateCollection { name, .. } => {
@@ -832,9 +829,10 @@ impl Observer for World {
                     )
                 }
             },
-            Event::Applied { index, term, ts, digest } => {
+            Event::Applied { index, term, ts, digest, executed } => {
                 st.history.applied(node, index, term, digest, at_ms);
-                ("apply", format!("{index} term {term} ts {ts} {digest:016x}"))
+                let dup = if executed { "" } else { " (duplicate client op, skipped)" };
+                ("apply", format!("{index} term {term} ts {ts} {digest:016x}{dup}"))
             }
             Event::Warn(msg) => ("warn", msg),
         };

@@ -157,7 +157,7 @@ impl Cluster {
             value: key.as_bytes().to_vec(),
         };
         let r = self.nodes.get_mut(&leader).unwrap().raft.as_mut().unwrap();
-        let (index, _) = r.propose(op, 0).expect("leader accepts");
+        let (index, _) = r.propose(op, None, 0).expect("leader accepts");
         self.process(leader);
         self.deliver_all();
         index
@@ -210,7 +210,7 @@ fn follower_refuses_proposals_with_leader_hint() {
     let f = (1..=3).find(|i| *i != l).unwrap();
     let r = c.nodes.get_mut(&f).unwrap().raft.as_mut().unwrap();
     assert_eq!(
-        r.propose(Op::Noop, 0),
+        r.propose(Op::Noop, None, 0),
         Err(ProposeError::NotLeader { leader: Some(l) })
     );
 }
@@ -304,6 +304,7 @@ fn commit_hint_is_clamped_to_log_end_on_restart() {
         index: 1,
         ts: 1,
         op: Op::Noop,
+        session: None,
     }];
     let r = Raft::new(
         cfg,
@@ -327,6 +328,7 @@ fn follower_with_applied_entries(volatile: bool) -> Raft {
             index: i,
             ts: i,
             op: Op::Noop,
+            session: None,
         })
         .collect();
     let mut r = Raft::new(
@@ -351,6 +353,7 @@ fn truncating_an_applied_entry_is_fatal_on_the_fixed_path() {
         index: 2,
         ts: 9,
         op: Op::Noop,
+        session: None,
     }];
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         r.step(
@@ -382,18 +385,21 @@ fn faulty_path_truncates_applied_entries_and_skips_reused_indexes() {
             index: 2,
             ts: 9,
             op: Op::Noop,
+            session: None,
         },
         Entry {
             term: 2,
             index: 3,
             ts: 10,
             op: Op::Noop,
+            session: None,
         },
         Entry {
             term: 2,
             index: 4,
             ts: 11,
             op: Op::Noop,
+            session: None,
         },
     ];
     r.step(

@@ -27,6 +27,8 @@ pub enum OpKind {
         value: Vec<u8>,
     },
     DropCollection,
+    /// Changes no document; recorded so the history is complete.
+    CreateCollection,
 }
 
 impl OpRecord {
@@ -45,6 +47,7 @@ pub fn check(ops: &[OpRecord], snaps: &[NodeSnapshot], at_ms: u64) -> Vec<Violat
                 by_value.insert((&op.collection, key, value), op);
             }
             OpKind::DropCollection => drops.entry(&op.collection).or_default().push(op),
+            OpKind::CreateCollection => {}
         }
     }
     let mut out = Vec::new();
