@@ -161,3 +161,37 @@ fn ci_meets_expectations_writes_junit_and_fails_when_one_is_broken() {
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("<failure"), "{xml}");
 }
+
+#[test]
+fn hunt_finds_the_volatile_term_bug_and_prints_a_replay() {
+    let o = faultline(&[
+        "hunt",
+        "simultaneous-restart",
+        "--bug",
+        "volatile-raft-term",
+        "--max-seeds",
+        "40",
+        "--jobs",
+        "2",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("found after")
+            && out.contains("replay: faultline run simultaneous-restart --seed"),
+        "{out}"
+    );
+    // Without a full restart the knob stays silent: nothing to find.
+    let o = faultline(&[
+        "hunt",
+        "steady",
+        "--bug",
+        "volatile-raft-term",
+        "--max-seeds",
+        "8",
+        "--jobs",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("not found in 8 seeds"));
+}
