@@ -844,44 +844,50 @@ impl Observer for World {
     }
 
     fn abort(&self, node: NodeId, abort: Abort) {
-        let at_ms = self.now_ms();
-        {
-            let mut st = self.lock();
-            let reason = abort.to_string();
-            st.slots.entry(node).or_default().aborted = Some((at_ms, reason.clone()));
-            let at_us = Self::now_us(&st);
-            st.trace
-                .record(at_us, &format!("n{node}"), "abort", reason.clone());
-            st.violations.push(violation(
-                ViolationKind::NodeAbort,
-                Some(format!("n{node}")),
-                at_ms,
-                reason,
-            ));
-        }
-        self.kill(node, "abort");
+        let reason = abort.to_string();
+        self.node_died(
+            node,
+            ViolationKind::NodeAbort,
+            "abort",
+            reason.clone(),
+            reason,
+        );
     }
 
     fn crash(&self, node: NodeId, message: String) {
-        let at_ms = self.now_ms();
-        {
-            let mut st = self.lock();
-            st.slots.entry(node).or_default().aborted = Some((at_ms, format!("panic: {message}")));
-            let at_us = Self::now_us(&st);
-            st.trace
-                .record(at_us, &format!("n{node}"), "crash", message.clone());
-            st.violations.push(violation(
-                ViolationKind::Crash,
-                Some(format!("n{node}")),
-                at_ms,
-                format!("unexpected panic in engine code: {message}"),
-            ));
-        }
-        self.kill(node, "crash");
+        let finding = format!("unexpected panic in engine code: {message}");
+        self.node_died(
+            node,
+            ViolationKind::Crash,
+            "crash",
+            format!("panic: {message}"),
+            finding,
+        );
     }
 }
 
 impl World {
+    /// A node process ended on its own (abort or panic): record the finding, keep it down.
+    fn node_died(
+        &self,
+        node: NodeId,
+        kind: ViolationKind,
+        event: &str,
+        reason: String,
+        finding: String,
+    ) {
+        {
+            let mut st = self.lock();
+            let at_us = Self::now_us(&st);
+            let at_ms = at_us / 1000;
+            st.slots.entry(node).or_default().aborted = Some((at_ms, reason.clone()));
+            st.trace.record(at_us, &format!("n{node}"), event, reason);
+            st.violations
+                .push(violation(kind, Some(format!("n{node}")), at_ms, finding));
+        }
+        self.kill(node, event);
+    }
+
     pub fn set_client_node(&self, id: madsim::task::NodeId) {
         *self.client_node.lock().unwrap() = Some(id);
     }
