@@ -2,6 +2,7 @@
 //! workload), the checkers, seed sweeps and the CLI. The engine under test lives in `engine`;
 //! report types and renderers in `reports`.
 
+pub mod chaos;
 pub mod check;
 pub mod cli;
 pub mod disk;

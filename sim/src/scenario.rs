@@ -125,6 +125,20 @@ pub struct FailpointSpec {
     pub per_mille: u32,
 }
 
+/// Fault kinds the chaos controller can inject with this engine.
+pub const CHAOS_FAULTS: [&str; 10] = [
+    "kill",
+    "restart_all",
+    "partition",
+    "split",
+    "one_way",
+    "loss",
+    "latency_spike",
+    "pause",
+    "create_collection",
+    "drop_collection",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Chaos {
@@ -181,6 +195,8 @@ pub enum Selector {
     Followers,
     /// One follower, chosen by the seed.
     Standby,
+    /// A minority of the replicas (at least one), chosen by the seed.
+    Minority,
     All,
     PageService,
     Kms,
@@ -193,6 +209,7 @@ impl fmt::Display for Selector {
             Selector::Leader => f.write_str("leader"),
             Selector::Followers => f.write_str("followers"),
             Selector::Standby => f.write_str("standby"),
+            Selector::Minority => f.write_str("minority"),
             Selector::All => f.write_str("all"),
             Selector::PageService => f.write_str("page-service"),
             Selector::Kms => f.write_str("kms"),
@@ -207,6 +224,7 @@ impl std::str::FromStr for Selector {
             "leader" => Selector::Leader,
             "followers" => Selector::Followers,
             "standby" => Selector::Standby,
+            "minority" => Selector::Minority,
             "all" => Selector::All,
             "page-service" => Selector::PageService,
             "kms" => Selector::Kms,
@@ -214,7 +232,7 @@ impl std::str::FromStr for Selector {
                 Some(i) if i >= 1 => Selector::Node(i),
                 _ => {
                     return Err(format!(
-                        "unknown node selector `{s}` (expected n1.., leader, followers, standby, all, page-service, kms)"
+                        "unknown node selector `{s}` (expected n1.., leader, followers, standby, minority, all, page-service, kms)"
                     ))
                 }
             },
@@ -277,6 +295,12 @@ pub enum TimelineItem {
         nodes: Selector,
         for_ms: u64,
     },
+    /// Change the one-way latency range for `for_ms` (a latency spike).
+    Latency {
+        at_ms: u64,
+        latency_ms: [u64; 2],
+        for_ms: u64,
+    },
     /// Raise packet loss for `for_ms`.
     Loss {
         at_ms: u64,
@@ -317,6 +341,7 @@ impl TimelineItem {
             | TimelineItem::ClogLink { at_ms, .. }
             | TimelineItem::Pause { at_ms, .. }
             | TimelineItem::Loss { at_ms, .. }
+            | TimelineItem::Latency { at_ms, .. }
             | TimelineItem::Heal { at_ms }
             | TimelineItem::CreateCollection { at_ms, .. }
             | TimelineItem::DropCollection { at_ms, .. }
@@ -333,6 +358,7 @@ impl TimelineItem {
             TimelineItem::ClogLink { .. } => "clog_link",
             TimelineItem::Pause { .. } => "pause",
             TimelineItem::Loss { .. } => "loss",
+            TimelineItem::Latency { .. } => "latency",
             TimelineItem::Heal { .. } => "heal",
             TimelineItem::CreateCollection { .. } => "create_collection",
             TimelineItem::DropCollection { .. } => "drop_collection",
@@ -450,11 +476,30 @@ impl Scenario {
                 "this engine has no failpoints yet".into(),
             );
         }
-        if self.chaos.is_some() {
-            return err(
-                vec![Key("chaos")],
-                "the chaos controller is not available yet; script faults in `timeline`".into(),
-            );
+        if let Some(c) = &self.chaos {
+            if c.mean_interval_ms < 50 {
+                return err(
+                    vec![Key("chaos"), Key("mean_interval_ms")],
+                    "must be at least 50".into(),
+                );
+            }
+            if c.faults.is_empty() {
+                return err(
+                    vec![Key("chaos"), Key("faults")],
+                    "name at least one fault kind".into(),
+                );
+            }
+            for (i, f) in c.faults.iter().enumerate() {
+                if !CHAOS_FAULTS.contains(&f.as_str()) {
+                    return err(
+                        vec![Key("chaos"), Key("faults"), Idx(i)],
+                        format!(
+                            "unknown or not yet modelled fault `{f}` (available: {})",
+                            CHAOS_FAULTS.join(", ")
+                        ),
+                    );
+                }
+            }
         }
         for (i, item) in self.timeline.iter().enumerate() {
             let at = vec![Key("timeline"), Idx(i)];
@@ -500,6 +545,11 @@ impl Scenario {
                             return err(with("straggler_ms"), "min exceeds max".into());
                         }
                     }
+                }
+                TimelineItem::Latency {
+                    latency_ms: [a, b], ..
+                } if *a == 0 || a > b || *b > 60_000 => {
+                    return err(with("latency_ms"), "need 1 <= min <= max <= 60000".into())
                 }
                 TimelineItem::Loss { per_mille, .. } if *per_mille > 1000 => {
                     return err(with("per_mille"), "must be 0..=1000".into())
@@ -858,6 +908,21 @@ mod tests {
         );
         let bad = GOOD.replace("raft-safety", "raft-oops");
         assert!(Scenario::parse(&bad, "k.json").is_err());
+    }
+
+    #[test]
+    fn chaos_block_is_validated() {
+        let with = |faults: &str| {
+            GOOD.replace(
+                "\"timeline\"",
+                &format!("\"chaos\": {{ \"faults\": [{faults}], \"mean_interval_ms\": 1000, \"swarm\": true }},\n  \"timeline\""),
+            )
+        };
+        let s = Scenario::parse(&with("\"kill\", \"split\""), "c.json").unwrap();
+        assert_eq!(s.chaos.unwrap().faults.len(), 2);
+        let e = Scenario::parse(&with("\"kill\", \"meteor\""), "c.json").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("chaos.faults[1]"), "{e}");
+        assert!(e.message.contains("meteor"));
     }
 
     #[test]

@@ -380,10 +380,18 @@ impl World {
         let base = self.scn.network.loss_per_mille as f64 / 1000.0;
         net.update_config(|c| c.packet_loss_rate = base);
         drop(st);
+        self.restore_latency();
         let paused: Vec<NodeId> = self.replicas();
         for id in paused {
             Handle::current().resume(self.madsim_id(id));
         }
+    }
+
+    fn restore_latency(&self) {
+        let [lo, hi] = self.scn.network.latency_ms;
+        NetSim::current().update_config(|c| {
+            c.send_latency = Duration::from_millis(lo)..Duration::from_millis(hi + 1)
+        });
     }
 
     /// Every madsim node other than the given replicas (other replicas and the client node).
@@ -458,6 +466,22 @@ impl World {
                 let i = self.lock().chaos_rng.gen_range(0..f.len());
                 vec![f[i]]
             }
+            Selector::Minority => {
+                let mut all = self.replicas();
+                let size = {
+                    let mut st = self.lock();
+                    let size = st.chaos_rng.gen_range(1..=(all.len() - 1) / 2).max(1);
+                    // Fisher-Yates prefix: a seed-chosen subset of that size.
+                    for k in 0..size.min(all.len()) {
+                        let j = st.chaos_rng.gen_range(k..all.len());
+                        all.swap(k, j);
+                    }
+                    size
+                };
+                all.truncate(size);
+                all.sort_unstable();
+                all
+            }
             Selector::PageService | Selector::Kms => vec![], // rejected by validation
         }
     }
@@ -466,7 +490,7 @@ impl World {
         self.lock().chaos_rng.gen_range(lo..=hi)
     }
 
-    async fn apply(self: Arc<Self>, item: TimelineItem) {
+    pub async fn apply(self: Arc<Self>, item: TimelineItem) {
         let names = |ids: &[NodeId]| {
             ids.iter()
                 .map(|i| format!("n{i}"))
@@ -562,6 +586,18 @@ impl World {
                 madsim::time::sleep(Duration::from_millis(for_ms)).await;
                 let base = self.scn.network.loss_per_mille as f64 / 1000.0;
                 NetSim::current().update_config(|c| c.packet_loss_rate = base);
+            }
+            TimelineItem::Latency {
+                latency_ms: [lo, hi],
+                for_ms,
+                ..
+            } => {
+                self.fault(format!("latency {lo}..{hi} ms for {for_ms} ms"));
+                NetSim::current().update_config(|c| {
+                    c.send_latency = Duration::from_millis(lo)..Duration::from_millis(hi + 1)
+                });
+                madsim::time::sleep(Duration::from_millis(for_ms)).await;
+                self.restore_latency();
             }
             TimelineItem::Heal { .. } => {
                 self.fault("heal".into());
@@ -745,6 +781,9 @@ async fn supervise(w: Arc<World>) {
             madsim::time::sleep(Duration::from_millis(item.at_ms())).await;
             w2.apply(item).await;
         });
+    }
+    if let Some(chaos) = w.scn.chaos.clone() {
+        madsim::task::spawn(crate::chaos::run(w.clone(), chaos));
     }
     madsim::time::sleep(Duration::from_millis(w.scn.duration_ms)).await;
     w.workload_stop.store(true, Ordering::Relaxed);

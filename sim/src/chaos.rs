@@ -1,0 +1,177 @@
+//! The chaos controller: randomized faults drawn from the seed's chaos stream. With `swarm`,
+//! each seed first draws which fault kinds are enabled and how often faults come (TigerBeetle's
+//! swarm testing), so different seeds stress different mixes; the choices go into the report.
+//! Every fault is one a correct cluster must survive: killed nodes come back with their disks
+//! (synced data intact), partitions and stalls end, and the liveness phase heals the rest.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::scenario::{Chaos, Selector, TimelineItem};
+use crate::world::{derive_seed, World};
+
+/// What one seed's swarm draw enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmChoice {
+    pub faults: Vec<String>,
+    pub mean_interval_ms: u64,
+}
+
+/// Draws the seed's fault mix: each kind kept with probability 1/2 (at least one), and the
+/// interval scaled by 1/2..2.
+pub fn draw_swarm(chaos: &Chaos, rng: &mut ChaCha8Rng) -> SwarmChoice {
+    if !chaos.swarm {
+        return SwarmChoice {
+            faults: chaos.faults.clone(),
+            mean_interval_ms: chaos.mean_interval_ms,
+        };
+    }
+    let mut faults: Vec<String> = chaos
+        .faults
+        .iter()
+        .filter(|_| rng.gen_bool(0.5))
+        .cloned()
+        .collect();
+    if faults.is_empty() {
+        faults.push(chaos.faults[rng.gen_range(0..chaos.faults.len())].clone());
+    }
+    let mean_interval_ms = chaos.mean_interval_ms * rng.gen_range(50..=200) / 100;
+    SwarmChoice {
+        faults,
+        mean_interval_ms,
+    }
+}
+
+pub async fn run(w: Arc<World>, chaos: Chaos) {
+    // A stream of its own: the controller's draws do not shift the timeline's or workload's.
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(w.seed, "chaos-controller", 0));
+    let swarm = draw_swarm(&chaos, &mut rng);
+    w.note(format!(
+        "chaos{}: faults [{}], mean interval {} ms",
+        if chaos.swarm { " (swarm)" } else { "" },
+        swarm.faults.join(", "),
+        swarm.mean_interval_ms
+    ));
+    let replicas = w.scn.replicas;
+    let end_ms = w.scn.duration_ms;
+    loop {
+        let gap = rng
+            .gen_range(swarm.mean_interval_ms / 2..=swarm.mean_interval_ms * 3 / 2)
+            .max(1);
+        madsim::time::sleep(Duration::from_millis(gap)).await;
+        if w.workload_stop.load(Ordering::Relaxed) || w.sim_now_us() / 1000 >= end_ms {
+            return;
+        }
+        let kind = swarm.faults[rng.gen_range(0..swarm.faults.len())].as_str();
+        let for_ms = rng.gen_range(200..=3_000);
+        let one = |rng: &mut ChaCha8Rng| match rng.gen_range(0..3) {
+            0 => Selector::Leader,
+            1 => Selector::Standby,
+            _ => Selector::Node(rng.gen_range(1..=replicas)),
+        };
+        let item = match kind {
+            // One node per fault, back within seconds with its disk.
+            "kill" => TimelineItem::Restart {
+                at_ms: 0,
+                nodes: one(&mut rng),
+                down_ms: [100, 3_000],
+                straggler_ms: None,
+            },
+            "restart_all" => TimelineItem::Restart {
+                at_ms: 0,
+                nodes: Selector::All,
+                down_ms: [100, 800],
+                straggler_ms: Some([200, 3_000]),
+            },
+            "partition" => TimelineItem::Partition {
+                at_ms: 0,
+                nodes: one(&mut rng),
+                for_ms,
+            },
+            "split" => TimelineItem::Partition {
+                at_ms: 0,
+                nodes: Selector::Minority,
+                for_ms,
+            },
+            "one_way" => TimelineItem::ClogLink {
+                at_ms: 0,
+                from: one(&mut rng),
+                to: one(&mut rng),
+                for_ms,
+            },
+            "loss" => TimelineItem::Loss {
+                at_ms: 0,
+                per_mille: rng.gen_range(50..=300),
+                for_ms,
+            },
+            "latency_spike" => {
+                let hi = rng.gen_range(50..=500);
+                TimelineItem::Latency {
+                    at_ms: 0,
+                    latency_ms: [hi / 4, hi],
+                    for_ms,
+                }
+            }
+            "pause" => TimelineItem::Pause {
+                at_ms: 0,
+                nodes: one(&mut rng),
+                for_ms: for_ms.min(1_500),
+            },
+            "create_collection" => TimelineItem::CreateCollection {
+                at_ms: 0,
+                name: collection(&w, &mut rng),
+            },
+            "drop_collection" => TimelineItem::DropCollection {
+                at_ms: 0,
+                name: collection(&w, &mut rng),
+            },
+            other => unreachable!("fault `{other}` rejected by scenario validation"),
+        };
+        madsim::task::spawn(w.clone().apply(item));
+    }
+}
+
+fn collection(w: &World, rng: &mut ChaCha8Rng) -> String {
+    format!("c{}", rng.gen_range(0..w.scn.workload.collections.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chaos(swarm: bool) -> Chaos {
+        Chaos {
+            faults: vec!["kill".into(), "partition".into(), "loss".into()],
+            mean_interval_ms: 1000,
+            swarm,
+        }
+    }
+
+    #[test]
+    fn without_swarm_everything_is_enabled() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let c = draw_swarm(&chaos(false), &mut rng);
+        assert_eq!(c.faults.len(), 3);
+        assert_eq!(c.mean_interval_ms, 1000);
+    }
+
+    #[test]
+    fn swarm_varies_the_mix_by_seed_and_never_enables_nothing() {
+        let mut mixes = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let c = draw_swarm(&chaos(true), &mut rng);
+            assert!(!c.faults.is_empty());
+            assert!((500..=2000).contains(&c.mean_interval_ms));
+            mixes.insert(c.faults);
+        }
+        assert!(
+            mixes.len() >= 5,
+            "swarm explores different mixes: {mixes:?}"
+        );
+    }
+}
