@@ -227,6 +227,45 @@ impl RunReport {
         self.failures.insert(pos, seed);
     }
 
+    /// Folds in the report of another shard of the same sweep (`faultline merge`). Shards run
+    /// side by side, so the wall time is the longest of them. Refuses a different scenario or
+    /// knob set, and a seed that failed in both (shards must not overlap).
+    pub fn merge(&mut self, other: RunReport) -> Result<(), String> {
+        if other.scenario != self.scenario || other.bugs != self.bugs {
+            return Err(format!(
+                "cannot merge `{}` [{}] into `{}` [{}]: different scenario or knobs",
+                other.scenario,
+                other.bugs.join(","),
+                self.scenario,
+                self.bugs.join(",")
+            ));
+        }
+        if let Some(dup) = other
+            .failures
+            .iter()
+            .find(|f| self.failures.iter().any(|g| g.seed == f.seed))
+        {
+            return Err(format!("seed {} appears in two shards", dup.seed));
+        }
+        if other.seeds_run > 0 && (self.seeds_run == 0 || other.first_seed < self.first_seed) {
+            self.first_seed = other.first_seed;
+        }
+        self.seeds_run = self.seeds_run.saturating_add(other.seeds_run);
+        self.seeds_passed = self.seeds_passed.saturating_add(other.seeds_passed);
+        self.wall_ms = self.wall_ms.max(other.wall_ms);
+        if self.scenario_file.is_none() {
+            self.scenario_file = other.scenario_file;
+        }
+        for f in other.failures {
+            let pos = self.failures.partition_point(|g| g.seed <= f.seed);
+            self.failures.insert(pos, f);
+        }
+        self.kinds_found.extend(other.kinds_found);
+        self.kinds_found.sort();
+        self.kinds_found.dedup();
+        Ok(())
+    }
+
     /// True when no seed failed. A run of zero seeds is vacuously passing; callers that need
     /// coverage should check `seeds_run` themselves.
     pub fn passed(&self) -> bool {

@@ -40,6 +40,55 @@ pub struct SeedArgs {
     /// Parallel seeds (one OS thread each). Results do not depend on it.
     #[arg(long, short = 'j', default_value_t = default_jobs())]
     pub jobs: usize,
+    /// Run only shard I of N (I in 0..N): seed k of the sweep goes to shard k mod N. Defaults
+    /// to JOB_COMPLETION_INDEX/JOB_COMPLETIONS when set (a Kubernetes indexed Job).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+}
+
+impl SeedArgs {
+    /// The seeds this process runs, after sharding.
+    fn seed_list(&self) -> Result<Vec<u64>, UsageError> {
+        if self.seeds == 0 {
+            return Err(UsageError("--seeds must be at least 1".into()));
+        }
+        let (i, n) = match (
+            &self.shard,
+            std::env::var("JOB_COMPLETION_INDEX"),
+            std::env::var("JOB_COMPLETIONS"),
+        ) {
+            (Some(s), _, _) => {
+                parse_shard(s).map_err(|e| UsageError(format!("--shard {s}: {e}")))?
+            }
+            (None, Ok(i), Ok(n)) => parse_shard(&format!("{i}/{n}")).map_err(|e| {
+                UsageError(format!("JOB_COMPLETION_INDEX/JOB_COMPLETIONS {i}/{n}: {e}"))
+            })?,
+            _ => (0, 1),
+        };
+        let all = self.seed..self.seed.saturating_add(self.seeds);
+        Ok(all
+            .enumerate()
+            .filter(|(k, _)| *k as u64 % n == i)
+            .map(|(_, s)| s)
+            .collect())
+    }
+}
+
+/// Parses `I/N` with N >= 1 and I < N.
+pub fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 0/4")?;
+    let i: u64 = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{i}` is not a shard index"))?;
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{n}` is not a shard count"))?;
+    if n == 0 || i >= n {
+        return Err(format!("need 0 <= I < N, got {i}/{n}"));
+    }
+    Ok((i, n))
 }
 
 fn default_jobs() -> usize {
@@ -93,6 +142,14 @@ pub enum Cmd {
         max_seeds: u64,
         #[arg(long, short = 'j', default_value_t = default_jobs())]
         jobs: usize,
+    },
+    /// Combine the JSON reports of a sharded sweep into one.
+    Merge {
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Print the merged report as JSON (default: the text summary).
+        #[arg(long)]
+        json: bool,
     },
     /// Run every named scenario against its `expect` (the regression suite).
     Ci {
@@ -165,14 +222,12 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             trace,
         } => {
             let (scn, knobs) = load_with_bugs(&scenario, &bugs)?;
-            if seeds.seeds == 0 {
-                return Err(UsageError("--seeds must be at least 1".into()));
-            }
+            let seed_list = seeds.seed_list()?;
             let s = Sweep {
                 scenario: scn,
                 scenario_arg: scenario.clone(),
                 knobs,
-                seeds: (seeds.seed..seeds.seed.saturating_add(seeds.seeds)).collect(),
+                seeds: seed_list,
                 jobs: seeds.jobs,
                 fail_fast,
                 keep_full_trace: trace,
@@ -200,6 +255,7 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             max_seeds,
             jobs,
         } => hunt(&scenario, &bugs, seed, max_seeds, jobs),
+        Cmd::Merge { reports, json } => merge(&reports, json),
         Cmd::Ci {
             seeds,
             junit,
@@ -307,11 +363,34 @@ fn write_out(dir: &Path, r: &SweepResult) -> Result<(), UsageError> {
     Ok(())
 }
 
-fn replay(path: &Path, trace: bool) -> Result<i32, UsageError> {
+fn read_report(path: &Path) -> Result<RunReport, UsageError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-    let saved = reports::json::parse_run_report(&text)
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    reports::json::parse_run_report(&text)
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))
+}
+
+fn merge(paths: &[PathBuf], json: bool) -> Result<i32, UsageError> {
+    let mut merged = read_report(&paths[0])?;
+    for p in &paths[1..] {
+        merged
+            .merge(read_report(p)?)
+            .map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
+    }
+    if json {
+        println!("{}", reports::json::to_string_pretty(&merged)?);
+    } else {
+        print!("{}", reports::text::run_summary(&merged));
+    }
+    Ok(if merged.passed() {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    })
+}
+
+fn replay(path: &Path, trace: bool) -> Result<i32, UsageError> {
+    let saved = read_report(path)?;
     let arg = saved
         .scenario_file
         .clone()

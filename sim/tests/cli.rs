@@ -195,3 +195,104 @@ fn hunt_finds_the_volatile_term_bug_and_prints_a_replay() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("not found in 8 seeds"));
 }
+
+#[test]
+fn shards_cover_every_seed_once_and_merge_reproduces_the_unsharded_totals() {
+    let d = tmpdir("shard");
+    let base = [
+        "run",
+        "simultaneous-restart",
+        "--bug",
+        "volatile-raft-term",
+        "--seed",
+        "5",
+        "--seeds",
+        "30",
+        "--json",
+    ];
+    let whole = faultline(&base);
+    let whole: serde_json::Value = serde_json::from_str(&stdout(&whole)).unwrap();
+    let mut files = Vec::new();
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let mut args = base.to_vec();
+        args.extend(["--shard", shard.as_str()]);
+        let o = faultline(&args);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["seeds_run"], 10, "shard {shard} runs a third");
+        seen.extend(
+            v["failures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["seed"].as_u64().unwrap()),
+        );
+        let f = d.join(format!("shard-{i}.json"));
+        std::fs::write(&f, stdout(&o)).unwrap();
+        files.push(f);
+    }
+    // Kubernetes indexed Jobs shard through the environment.
+    let o = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(base)
+        .env("JOB_COMPLETION_INDEX", "1")
+        .env("JOB_COMPLETIONS", "3")
+        .output()
+        .unwrap();
+    let env_shard: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let shard1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[1]).unwrap()).unwrap();
+    assert_eq!(essence(&env_shard), essence(&shard1));
+
+    let mut args = vec!["merge", "--json"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    let merged: serde_json::Value = serde_json::from_str(&stdout(&faultline(&args))).unwrap();
+    for key in ["seeds_run", "seeds_passed", "first_seed", "kinds_found"] {
+        assert_eq!(
+            merged[key], whole[key],
+            "merged `{key}` equals the unsharded run"
+        );
+    }
+    assert_eq!(
+        essence(&merged),
+        essence(&whole),
+        "same failing seeds, hashes and violations"
+    );
+    seen.sort_unstable();
+    let whole_failing: Vec<u64> = whole["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seen, whole_failing,
+        "each failing seed found by exactly one shard"
+    );
+    // Overlapping shards are refused.
+    assert!(
+        !essence(&shard1).is_empty(),
+        "shard 1 has failures to overlap"
+    );
+    let f1 = files[1].to_str().unwrap();
+    let o = faultline(&["merge", f1, f1]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = faultline(&["run", "steady", "--shard", "3/3"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// What a report says about its failing seeds, without wall-clock fields.
+fn essence(report: &serde_json::Value) -> Vec<(u64, String, String)> {
+    report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["seed"].as_u64().unwrap(),
+                f["trace_hash"].to_string(),
+                f["violations"].to_string(),
+            )
+        })
+        .collect()
+}
