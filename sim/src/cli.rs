@@ -232,7 +232,7 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
                 fail_fast,
                 keep_full_trace: trace,
                 progress: seeds.seeds > 1 && std::io::stderr().is_terminal(),
-                check_determinism,
+                determinism_every: usize::from(check_determinism),
             };
             let mut r = sweep(&s);
             r.report.scenario_file = Some(scenario_file(&scenario));
@@ -420,7 +420,7 @@ fn replay(path: &Path, trace: bool) -> Result<i32, UsageError> {
             fail_fast: false,
             keep_full_trace: trace,
             progress: false,
-            check_determinism: false,
+            determinism_every: 0,
         };
         let r = sweep(&s);
         let now = &r.all[0];
@@ -467,7 +467,7 @@ fn hunt(
             fail_fast: false,
             keep_full_trace: false,
             progress: false,
-            check_determinism: false,
+            determinism_every: 0,
         };
         let r = sweep(&s);
         if let Some(f) = r.report.failures.first() {
@@ -540,6 +540,10 @@ pub fn judge(scn: &Scenario, report: &RunReport) -> (bool, String) {
     }
 }
 
+/// `ci` re-runs every k-th seed and compares trace hashes: a determinism regression is a
+/// release blocker, so the regression suite samples for it on every run.
+const CI_DETERMINISM_EVERY: usize = 10;
+
 fn ci(
     seeds: Option<u64>,
     junit: Option<PathBuf>,
@@ -571,10 +575,18 @@ fn ci(
             fail_fast: false,
             keep_full_trace: false,
             progress: false,
-            check_determinism: false,
+            determinism_every: CI_DETERMINISM_EVERY,
         };
         let r = sweep(&s);
-        let (passed, message) = judge(&scn, &r.report);
+        let (mut passed, mut message) = judge(&scn, &r.report);
+        if !r.nondeterministic.is_empty() {
+            report_nondeterminism(&r);
+            passed = false;
+            message = format!(
+                "NON-DETERMINISM on seeds {:?}; {message}",
+                r.nondeterministic.iter().map(|n| n.0).collect::<Vec<_>>()
+            );
+        }
         let expectation = match scn.expect.verdict {
             Verdict::Pass => "pass".to_string(),
             Verdict::Fail => format!("fail with {}", reports::text::join_kinds(&scn.expect.kinds)),

@@ -21,8 +21,8 @@ pub struct Sweep {
     pub fail_fast: bool,
     pub keep_full_trace: bool,
     pub progress: bool,
-    /// Run every seed twice and compare trace hashes.
-    pub check_determinism: bool,
+    /// Re-run every k-th seed of the sweep (1: all) and compare trace hashes; 0: never.
+    pub determinism_every: usize,
 }
 
 pub struct SweepResult {
@@ -81,7 +81,7 @@ pub fn sweep(s: &Sweep) -> SweepResult {
                     opts.clone(),
                     replay.clone(),
                 );
-                let second = s.check_determinism.then(|| {
+                let second = (s.determinism_every > 0 && i % s.determinism_every == 0).then(|| {
                     run_seed(s.scenario.clone(), seed, s.knobs.clone(), opts, replay)
                         .report
                         .trace_hash

@@ -121,6 +121,9 @@ fn passing_run_exits_0() {
     let o = faultline(&["run", "steady", "--seeds", "3", "--jobs", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("PASS: 3/3"));
+    let o = faultline(&["run", "chaos-mix", "--seeds", "4", "--check-determinism"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(!stderr(&o).contains("NON-DETERMINISM"));
 }
 
 #[test]

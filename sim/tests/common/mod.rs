@@ -32,7 +32,7 @@ pub fn run(name: &str, bugs: &[KnownBug], seeds: std::ops::Range<u64>, jobs: usi
         fail_fast: false,
         keep_full_trace: false,
         progress: false,
-        check_determinism: false,
+        determinism_every: 0,
     })
 }
 
