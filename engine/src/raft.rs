@@ -144,6 +144,8 @@ pub enum RaftEvent {
         candidate: NodeId,
         candidate_last_term: Term,
         own_last_term: Term,
+        candidate_last_index: Index,
+        own_last_index: Index,
     },
     /// The leader advanced the commit index (entries up to `index` are committed).
     Committed {
@@ -517,6 +519,8 @@ impl Raft {
                 candidate: from,
                 candidate_last_term: last_term,
                 own_last_term: self.last_term(),
+                candidate_last_index: last_index,
+                own_last_index: self.last_index(),
             });
         }
         self.send(

@@ -148,6 +148,10 @@ pub struct SeedReport {
     /// Free-form notes, e.g. swarm choices.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Named race windows this seed entered (coverage: a scenario that never enters its race
+    /// cannot find the bug behind it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<String>,
 }
 
 impl SeedReport {
@@ -191,6 +195,9 @@ pub struct RunReport {
     /// Sorted, deduplicated kinds over all failures.
     #[serde(default)]
     pub kinds_found: Vec<ViolationKind>,
+    /// Race window name -> number of seeds (passing or failing) that entered it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub windows: std::collections::BTreeMap<String, u64>,
 }
 
 impl RunReport {
@@ -212,6 +219,9 @@ impl RunReport {
             self.first_seed = seed.seed;
         }
         self.seeds_run = self.seeds_run.saturating_add(1);
+        for w in &seed.windows {
+            *self.windows.entry(w.clone()).or_default() += 1;
+        }
         if !seed.failed() {
             self.seeds_passed = self.seeds_passed.saturating_add(1);
             return;
@@ -259,6 +269,9 @@ impl RunReport {
         for f in other.failures {
             let pos = self.failures.partition_point(|g| g.seed <= f.seed);
             self.failures.insert(pos, f);
+        }
+        for (w, n) in other.windows {
+            *self.windows.entry(w).or_default() += n;
         }
         self.kinds_found.extend(other.kinds_found);
         self.kinds_found.sort();

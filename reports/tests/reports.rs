@@ -28,6 +28,7 @@ fn seed(seed: u64, violations: Vec<Violation>) -> SeedReport {
         wall_ms: 17,
         trace_tail: Vec::new(),
         notes: Vec::new(),
+        windows: Vec::new(),
     }
 }
 

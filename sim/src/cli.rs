@@ -299,6 +299,17 @@ fn print_result(r: &SweepResult, json: bool, trace: bool) {
         }
     } else {
         print!("{}", reports::text::run_summary(&r.report));
+        let windows: Vec<String> = crate::world::WINDOWS
+            .iter()
+            .map(|w| {
+                format!(
+                    "{w} {}/{}",
+                    r.report.windows.get(*w).copied().unwrap_or(0),
+                    r.report.seeds_run
+                )
+            })
+            .collect();
+        println!("race windows reached: {}", windows.join(", "));
         let sim_ms: u64 = r.all.iter().map(|s| s.sim_ms).sum();
         let acked: u64 = r.all.iter().map(|s| s.ops_acked).sum();
         let events: u64 = r.all.iter().map(|s| s.events).sum();

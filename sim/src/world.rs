@@ -39,6 +39,12 @@ pub fn derive_seed(seed: u64, stream: &str, index: u64) -> u64 {
     h.digest()
 }
 
+/// Race windows the run marks as reached (coverage). Incident 003 needs both: every replica
+/// restarting at once, then a vote for a candidate with a shorter but higher-term log.
+pub const WINDOW_ALL_RESTARTED: &str = "all-replicas-restarted";
+pub const WINDOW_VOTE_SHORTER_LOG: &str = "vote-for-shorter-log";
+pub const WINDOWS: [&str; 2] = [WINDOW_ALL_RESTARTED, WINDOW_VOTE_SHORTER_LOG];
+
 pub fn replica_addr(id: NodeId) -> SocketAddr {
     SocketAddr::new(
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, id)),
@@ -87,6 +93,7 @@ struct State {
     chaos_rng: ChaCha8Rng,
     start: Option<madsim::time::Instant>,
     notes: Vec<String>,
+    windows: std::collections::BTreeSet<&'static str>,
 }
 
 pub struct World {
@@ -157,6 +164,7 @@ fn run_seed_here(
             chaos_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "chaos", 0)),
             start: None,
             notes: vec![],
+            windows: Default::default(),
         }),
         scn: scn.clone(),
         seed,
@@ -200,6 +208,7 @@ fn run_seed_here(
         wall_ms: wall.elapsed().as_millis() as u64,
         trace_tail: if passed { vec![] } else { st.trace.tail(80) },
         notes: std::mem::take(&mut st.notes),
+        windows: st.windows.iter().map(|w| w.to_string()).collect(),
         violations,
     };
     let full_trace = st.trace.take_full();
@@ -506,6 +515,9 @@ impl World {
             } => {
                 let ids = self.resolve(&nodes);
                 self.fault(format!("restart {nodes} = [{}]", names(&ids)));
+                if ids.len() == self.replicas().len() {
+                    self.lock().windows.insert(WINDOW_ALL_RESTARTED);
+                }
                 for id in &ids {
                     self.kill(*id, "restart");
                 }
@@ -844,7 +856,13 @@ impl Observer for World {
         let at_ms = at_us / 1000;
         let name = format!("n{node}");
         let (kind, detail) = match ev {
-            Event::Started { term, voted_for, log_len, commit, torn_bytes } => {
+            Event::Started {
+                term,
+                voted_for,
+                log_len,
+                commit,
+                torn_bytes,
+            } => {
                 st.history.restarted(node);
                 ("start", format!("term {term} vote {voted_for:?} log {log_len} commit {commit} torn {torn_bytes}"))
             }
@@ -854,13 +872,34 @@ impl Observer for World {
                     ("leader", format!("term {term}"))
                 }
                 RaftEvent::BecameCandidate { term } => ("candidate", format!("term {term}")),
-                RaftEvent::BecameFollower { term, leader } => ("follower", format!("term {term} leader {leader:?}")),
-                RaftEvent::VoteGranted { term, candidate, candidate_last_term, own_last_term } => (
-                    "vote",
-                    format!("term {term} for n{candidate} (its last log term {candidate_last_term}, ours {own_last_term})"),
-                ),
+                RaftEvent::BecameFollower { term, leader } => {
+                    ("follower", format!("term {term} leader {leader:?}"))
+                }
+                RaftEvent::VoteGranted {
+                    term,
+                    candidate,
+                    candidate_last_term,
+                    own_last_term,
+                    candidate_last_index,
+                    own_last_index,
+                } => {
+                    if candidate_last_index < own_last_index {
+                        st.windows.insert(WINDOW_VOTE_SHORTER_LOG);
+                    }
+                    (
+                        "vote",
+                        format!(
+                            "term {term} for n{candidate} (its log {candidate_last_index}@t{candidate_last_term}, ours {own_last_index}@t{own_last_term})"
+                        ),
+                    )
+                }
                 RaftEvent::Committed { index, term } => ("commit", format!("{index} term {term}")),
-                RaftEvent::Truncated { from, removed_last, last_applied, commit } => {
+                RaftEvent::Truncated {
+                    from,
+                    removed_last,
+                    last_applied,
+                    commit,
+                } => {
                     st.history.truncated(node, from, removed_last, at_ms);
                     (
                         "truncate",
@@ -868,10 +907,23 @@ impl Observer for World {
                     )
                 }
             },
-            Event::Applied { index, term, ts, digest, executed } => {
+            Event::Applied {
+                index,
+                term,
+                ts,
+                digest,
+                executed,
+            } => {
                 st.history.applied(node, index, term, digest, at_ms);
-                let dup = if executed { "" } else { " (duplicate client op, skipped)" };
-                ("apply", format!("{index} term {term} ts {ts} {digest:016x}{dup}"))
+                let dup = if executed {
+                    ""
+                } else {
+                    " (duplicate client op, skipped)"
+                };
+                (
+                    "apply",
+                    format!("{index} term {term} ts {ts} {digest:016x}{dup}"),
+                )
             }
             Event::Warn(msg) => ("warn", msg),
         };

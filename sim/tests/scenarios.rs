@@ -11,6 +11,11 @@ use reports::ViolationKind;
 fn steady_passes_every_seed_and_makes_progress() {
     let r = run("steady", &[], 1..41, 2);
     assert_all_pass(&r);
+    assert!(
+        r.report.windows.is_empty(),
+        "no faults, no race windows: {:?}",
+        r.report.windows
+    );
     for s in &r.all {
         assert!(
             s.ops_acked > 200,
@@ -111,6 +116,13 @@ fn harness_finds_incident_003_by_searching_seeds() {
             "seed {}: a committed entry was truncated",
             f.seed
         );
+        for w in sim::world::WINDOWS {
+            assert!(
+                f.windows.iter().any(|x| x == w),
+                "seed {} entered race window {w}",
+                f.seed
+            );
+        }
         assert!(
             f.replay.contains("--bug volatile-raft-term")
                 && f.replay.contains(&format!("--seed {}", f.seed))
