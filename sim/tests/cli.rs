@@ -250,7 +250,13 @@ fn shards_cover_every_seed_once_and_merge_reproduces_the_unsharded_totals() {
     let mut args = vec!["merge", "--json"];
     args.extend(files.iter().map(|f| f.to_str().unwrap()));
     let merged: serde_json::Value = serde_json::from_str(&stdout(&faultline(&args))).unwrap();
-    for key in ["seeds_run", "seeds_passed", "first_seed", "kinds_found"] {
+    for key in [
+        "seeds_run",
+        "seeds_passed",
+        "first_seed",
+        "kinds_found",
+        "windows",
+    ] {
         assert_eq!(
             merged[key], whole[key],
             "merged `{key}` equals the unsharded run"
