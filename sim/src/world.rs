@@ -45,6 +45,16 @@ pub const WINDOW_ALL_RESTARTED: &str = "all-replicas-restarted";
 pub const WINDOW_VOTE_SHORTER_LOG: &str = "vote-for-shorter-log";
 pub const WINDOWS: [&str; 2] = [WINDOW_ALL_RESTARTED, WINDOW_VOTE_SHORTER_LOG];
 
+/// A scenario's `[min, max]` latency as madsim's half-open range.
+fn latency_range([lo, hi]: [u64; 2]) -> std::ops::Range<Duration> {
+    Duration::from_millis(lo)..Duration::from_millis(hi + 1)
+}
+
+/// Per-mille loss as the probability madsim takes.
+fn loss_rate(per_mille: u32) -> f64 {
+    per_mille as f64 / 1000.0
+}
+
 pub fn replica_addr(id: NodeId) -> SocketAddr {
     SocketAddr::new(
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, id)),
@@ -148,8 +158,8 @@ fn run_seed_here(
     let _sim = panics::SimThreadGuard::enter();
     let mut cfg = madsim::Config::default();
     let [lo, hi] = scn.network.latency_ms;
-    cfg.net.send_latency = Duration::from_millis(lo)..Duration::from_millis(hi + 1);
-    cfg.net.packet_loss_rate = scn.network.loss_per_mille as f64 / 1000.0;
+    cfg.net.send_latency = latency_range([lo, hi]);
+    cfg.net.packet_loss_rate = loss_rate(scn.network.loss_per_mille);
     let rt = Runtime::with_seed_and_config(seed, cfg);
     let world = Arc::new(World {
         disk: SimDisk::new(derive_seed(seed, "disk", 0), true),
@@ -237,7 +247,7 @@ impl World {
     }
 
     fn now_ms(&self) -> u64 {
-        Self::now_us(&self.lock()) / 1000
+        self.sim_now_us() / 1000
     }
 
     /// Records an operation as it is issued (so in-flight writes are known to the checkers);
@@ -386,21 +396,22 @@ impl World {
         for (a, b) in std::mem::take(&mut st.clogs).into_keys() {
             net.unclog_link(a, b);
         }
-        let base = self.scn.network.loss_per_mille as f64 / 1000.0;
-        net.update_config(|c| c.packet_loss_rate = base);
         drop(st);
-        self.restore_latency();
-        let paused: Vec<NodeId> = self.replicas();
-        for id in paused {
+        self.set_loss(self.scn.network.loss_per_mille);
+        self.set_latency(self.scn.network.latency_ms);
+        for id in self.replicas() {
             Handle::current().resume(self.madsim_id(id));
         }
     }
 
-    fn restore_latency(&self) {
-        let [lo, hi] = self.scn.network.latency_ms;
-        NetSim::current().update_config(|c| {
-            c.send_latency = Duration::from_millis(lo)..Duration::from_millis(hi + 1)
-        });
+    /// Sets the network-wide latency range (madsim has one global setting), leaving loss alone.
+    fn set_latency(&self, latency_ms: [u64; 2]) {
+        NetSim::current().update_config(|c| c.send_latency = latency_range(latency_ms));
+    }
+
+    /// Sets the network-wide packet loss, leaving latency alone.
+    fn set_loss(&self, per_mille: u32) {
+        NetSim::current().update_config(|c| c.packet_loss_rate = loss_rate(per_mille));
     }
 
     /// Every madsim node other than the given replicas (other replicas and the client node).
@@ -594,10 +605,9 @@ impl World {
                 per_mille, for_ms, ..
             } => {
                 self.fault(format!("loss {per_mille}/1000 for {for_ms} ms"));
-                NetSim::current().update_config(|c| c.packet_loss_rate = per_mille as f64 / 1000.0);
+                self.set_loss(per_mille);
                 madsim::time::sleep(Duration::from_millis(for_ms)).await;
-                let base = self.scn.network.loss_per_mille as f64 / 1000.0;
-                NetSim::current().update_config(|c| c.packet_loss_rate = base);
+                self.set_loss(self.scn.network.loss_per_mille);
             }
             TimelineItem::Latency {
                 latency_ms: [lo, hi],
@@ -605,11 +615,9 @@ impl World {
                 ..
             } => {
                 self.fault(format!("latency {lo}..{hi} ms for {for_ms} ms"));
-                NetSim::current().update_config(|c| {
-                    c.send_latency = Duration::from_millis(lo)..Duration::from_millis(hi + 1)
-                });
+                self.set_latency([lo, hi]);
                 madsim::time::sleep(Duration::from_millis(for_ms)).await;
-                self.restore_latency();
+                self.set_latency(self.scn.network.latency_ms);
             }
             TimelineItem::Heal { .. } => {
                 self.fault("heal".into());

@@ -95,7 +95,7 @@ impl History {
         }
     }
 
-    /// A node cut its log from `from` (removing `removed` = (index, term) pairs).
+    /// A node cut its log from `from` (entries `from..=removed_last` removed).
     pub fn truncated(&mut self, node: NodeId, from: Index, removed_last: Index, at_ms: u64) {
         // An applied entry is committed; the node's own removed entries were the ones it applied
         // if it had applied past `from` in this incarnation.
