@@ -7,10 +7,14 @@
 
 #[macro_use]
 pub mod invariant;
+pub mod checkpoint;
 pub mod client;
+pub mod frames;
 pub mod knobs;
+pub mod layered;
 pub mod log_store;
 pub mod observe;
+pub mod pages;
 pub mod raft;
 pub mod replica;
 pub mod state;

@@ -33,32 +33,11 @@ pub struct LogStore {
 }
 
 fn encode_record(out: &mut Vec<u8>, rec: &Record) {
-    let payload = bincode::serialize(rec).expect("records serialize");
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    crate::frames::encode(out, rec)
 }
 
-/// Decodes records until the end or the first torn/corrupt one; returns them and the valid length.
 fn decode_records(bytes: &[u8]) -> (Vec<Record>, usize) {
-    let mut recs = Vec::new();
-    let mut pos = 0;
-    while bytes.len() - pos >= 8 {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap());
-        let Some(payload) = bytes.get(pos + 8..pos + 8 + len) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let Ok(rec) = bincode::deserialize::<Record>(payload) else {
-            break;
-        };
-        recs.push(rec);
-        pos += 8 + len;
-    }
-    (recs, pos)
+    crate::frames::decode(bytes)
 }
 
 impl LogStore {
