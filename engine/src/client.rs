@@ -106,6 +106,10 @@ impl Client {
                 Some(ClientResult::NotLeader { leader: Some(l) }) if l != self.leader_guess => {
                     self.leader_guess = l;
                 }
+                Some(ClientResult::Busy) => {
+                    // The leader is stepping up: same replica, a little later.
+                    madsim::time::sleep(Duration::from_millis(self.cfg.retry_pause_ms)).await;
+                }
                 Some(ClientResult::NotLeader { .. }) | None => {
                     self.rotate_guess();
                     madsim::time::sleep(Duration::from_millis(self.cfg.retry_pause_ms)).await;

@@ -9,12 +9,16 @@
 pub mod invariant;
 pub mod checkpoint;
 pub mod client;
+pub mod failpoints;
 pub mod frames;
 pub mod knobs;
 pub mod layered;
 pub mod log_store;
 pub mod observe;
+pub mod page_service;
+pub mod page_store;
 pub mod pages;
+pub mod ps_client;
 pub mod raft;
 pub mod replica;
 pub mod state;

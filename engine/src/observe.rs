@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::invariant::Abort;
+use crate::layered::{CheckpointMeta, Mode};
+use crate::page_store::{BlockInfo, Published};
+use crate::pages::Lsn;
 use crate::raft::{Entry, Index, NodeId, RaftEvent, Role, Term};
 use crate::state::{Collection, CollectionHash};
 
@@ -29,6 +32,11 @@ pub enum Event {
     },
     /// Something worth a line in the trace that is not a failure.
     Warn(String),
+    /// A storage-layer step (checkpoint, pick-up, step-up, sweep...), traced under `kind`.
+    Storage {
+        kind: &'static str,
+        detail: String,
+    },
 }
 
 /// A point-in-time view of a replica for the checkers.
@@ -43,6 +51,24 @@ pub struct NodeStatus {
     pub last_index: Index,
     pub last_term: Term,
     pub hashes: BTreeMap<String, CollectionHash>,
+    pub storage: StorageStatus,
+}
+
+/// The storage layer of a replica, for convergence and `validate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageStatus {
+    pub mode: Mode,
+    /// The checkpoint the stable tables are at.
+    pub base: Arc<CheckpointMeta>,
+    /// Documents per table in the base checkpoint's pages.
+    pub base_records: BTreeMap<String, u64>,
+    pub checkpoint_in_flight: bool,
+    pub dirty_len: usize,
+    pub ingest_len: usize,
+    /// Oldest timestamp ingest holds anything at.
+    pub ingest_min_ts: Option<u64>,
+    /// The leader's live `bytes_total` counters.
+    pub bytes_total: BTreeMap<String, u64>,
 }
 
 pub trait Inspect: Send + Sync {
@@ -61,4 +87,12 @@ pub trait Observer: Send + Sync {
     fn abort(&self, node: NodeId, abort: Abort);
     /// An unexpected Rust panic in engine code: a `crash` finding.
     fn crash(&self, node: NodeId, message: String);
+    /// The page service is up and can be inspected.
+    fn attach_pages(&self, _inspect: Arc<dyn InspectPages>) {}
+}
+
+/// What the harness may see of the page service.
+pub trait InspectPages: Send + Sync {
+    fn blocks(&self) -> BTreeMap<Lsn, BlockInfo>;
+    fn latest(&self) -> Option<Published>;
 }

@@ -251,6 +251,18 @@ impl Raft {
     /// term)` and `commit` clamped to the log end. Faulty path: term and vote start from zero
     /// (they were never written) and the commit hint is taken as is.
     pub fn new(cfg: RaftConfig, hard: HardState, log: Vec<Entry>) -> Self {
+        Self::restore(cfg, hard, log, 0)
+    }
+
+    /// Like [`Raft::new`] for a node whose state machine was restored from a checkpoint that
+    /// includes the entries up to `applied`: those are committed (a leader checkpointed them
+    /// after applying them) and are not handed out again.
+    pub fn restore(cfg: RaftConfig, hard: HardState, log: Vec<Entry>, applied: Index) -> Self {
+        assert!(
+            applied <= log.len() as Index,
+            "restored applied index {applied} beyond the log end {}",
+            log.len()
+        );
         assert!(
             cfg.members.contains(&cfg.id),
             "node {} is not a member",
@@ -286,8 +298,8 @@ impl Raft {
             role: Role::Follower,
             leader: None,
             log,
-            commit,
-            last_applied: 0,
+            commit: commit.max(applied),
+            last_applied: applied,
             election_elapsed: 0,
             election_timeout: 0,
             heartbeat_elapsed: 0,

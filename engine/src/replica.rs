@@ -1,8 +1,9 @@
-//! The replica node: async tasks that drive the raft core and the state machine over the
-//! (simulated) network and disk. All decisions live in the pure cores; this file only moves
-//! messages, persists before sending, applies, and answers clients.
+//! The replica node: async tasks that drive the raft core and the layered store over the
+//! (simulated) network and disk. All decisions live in the pure cores (`raft`, `layered`,
+//! `checkpoint`); this file only moves messages, persists before sending, applies, answers
+//! clients, and runs the storage tasks: step-up, leader checkpoints and follower pick-ups.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,12 +13,18 @@ use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use madsim::net::Endpoint;
 
+use crate::checkpoint::{self, Reconciliation};
+use crate::failpoints::{self, FailpointRates, Failpoints};
 use crate::invariant::classify_panic;
 use crate::knobs::{Knobs, KnownBug};
+use crate::layered::{CheckpointMeta, Mode, StableView, Store};
 use crate::log_store::LogStore;
-use crate::observe::{Event, Inspect, NodeStatus, Observer};
+use crate::observe::{Event, Inspect, NodeStatus, Observer, StorageStatus};
+use crate::page_store::{PsOp, PsResult, Published};
+use crate::pages::{self, Docs, Lsn, PageImage};
+use crate::ps_client::PsClient;
 use crate::raft::{Entry, Index, NodeId, ProposeError, Raft, RaftConfig, Role, Term};
-use crate::state::{Collection, StateMachine};
+use crate::state::Collection;
 use crate::storage::Storage;
 use crate::wire::{ClientResult, Wire, TAG};
 
@@ -105,6 +112,14 @@ pub struct ReplicaConfig {
     pub link: LinkConfig,
     /// Simulated fsync duration: a kill inside it loses the unsynced write.
     pub fsync_ms: u64,
+    pub page_service: SocketAddr,
+    /// How often the leader checkpoints its stable tables.
+    pub checkpoint_interval_ms: u64,
+    /// How often a follower polls for a newer checkpoint.
+    pub pickup_interval_ms: u64,
+    pub failpoints: FailpointRates,
+    /// Seed of this incarnation's failpoint draws.
+    pub failpoint_seed: u64,
 }
 
 struct Pending {
@@ -113,12 +128,16 @@ struct Pending {
     term: Term,
 }
 
-/// The node's in-memory state, shared between its task and the inspection handle.
+/// The node's in-memory state, shared between its tasks and the inspection handle.
 struct Core {
     raft: Raft,
-    sm: StateMachine,
+    store: Store,
     pending: BTreeMap<Index, Pending>,
     links: BTreeMap<NodeId, Link>,
+    /// Bumped at every step-up and step-down: a storage task of an older leadership stops.
+    epoch: u64,
+    /// The term this node's storage leadership (step-up, checkpoints) belongs to.
+    lead_term: Term,
 }
 
 struct Inspector(Arc<Mutex<Core>>);
@@ -130,20 +149,36 @@ fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
 impl Inspect for Inspector {
     fn status(&self) -> NodeStatus {
         let c = lock(&self.0);
+        let s = &c.store;
         NodeStatus {
             id: c.raft.id(),
             term: c.raft.term(),
             role: c.raft.role(),
             leader: c.raft.leader(),
             commit: c.raft.commit_index(),
-            last_applied: c.sm.applied_index(),
+            last_applied: s.applied_index(),
             last_index: c.raft.last_index(),
             last_term: c.raft.last_term(),
-            hashes: c.sm.hashes(),
+            hashes: s.hashes(),
+            storage: StorageStatus {
+                mode: s.mode(),
+                base: s.base.meta.clone(),
+                base_records: s
+                    .base
+                    .pages
+                    .iter()
+                    .map(|(t, ps)| (t.clone(), ps.values().map(|d| d.len() as u64).sum()))
+                    .collect(),
+                checkpoint_in_flight: s.in_flight.is_some(),
+                dirty_len: s.dirty.len() + s.dirty.tables.len(),
+                ingest_len: s.ingest.len() + s.ingest.tables.len(),
+                ingest_min_ts: s.ingest.min_ts(),
+                bytes_total: s.bytes_total.clone(),
+            },
         }
     }
     fn read_all(&self) -> BTreeMap<String, Collection> {
-        lock(&self.0).sm.collections().clone()
+        lock(&self.0).store.read_all()
     }
     fn log_tail(&self, n: usize) -> Vec<Entry> {
         let c = lock(&self.0);
@@ -193,11 +228,85 @@ pub async fn run(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Observ
     futures::future::pending::<()>().await
 }
 
+/// Loads a checkpoint's pages, reusing the pages (and chain prefixes) `base` already holds.
+async fn load_view(
+    ps: &PsClient,
+    meta: CheckpointMeta,
+    base: &StableView,
+    keep_going: &(dyn Fn() -> bool + Sync),
+    max_attempts: u32,
+) -> Result<StableView, String> {
+    let mut pages = BTreeMap::new();
+    for (table, root) in &meta.tables {
+        let mut loaded = BTreeMap::new();
+        for (p, chain) in &root.pages {
+            let old_chain = base.meta.tables.get(table).and_then(|r| r.pages.get(p));
+            let old_docs = base.pages.get(table).and_then(|ps| ps.get(p));
+            let (mut docs, from) = match (old_chain, old_docs) {
+                (Some(oc), Some(od)) if oc == chain => {
+                    loaded.insert(*p, od.clone());
+                    continue;
+                }
+                (Some(oc), Some(od)) if chain.starts_with(oc) => ((**od).clone(), oc.len()),
+                _ => (Docs::new(), 0),
+            };
+            for cookie in &chain[from..] {
+                let op = PsOp::Get { lsn: cookie.lsn };
+                let bytes = match ps.request_limited(0, op, keep_going, max_attempts).await {
+                    Ok(PsResult::Block(b)) => b,
+                    Ok(PsResult::NotFound) => {
+                        return Err(format!(
+                            "block {} of {table} page {p} not found",
+                            cookie.lsn
+                        ))
+                    }
+                    Ok(other) => return Err(format!("unexpected reply to get: {other:?}")),
+                    Err(e) => return Err(e.to_string()),
+                };
+                let image = pages::verify(cookie, &bytes).map_err(|e| format!("{table}: {e}"))?;
+                if from == 0 && cookie.lsn == chain[0].lsn && !matches!(image, PageImage::Full(_)) {
+                    return Err(format!("{table} page {p}: chain starts with a delta"));
+                }
+                pages::apply_image(&mut docs, image, cookie.lsn).map_err(|e| e.to_string())?;
+            }
+            loaded.insert(*p, Arc::new(docs));
+        }
+        pages.insert(table.clone(), loaded);
+    }
+    Ok(StableView {
+        meta: Arc::new(meta),
+        pages,
+    })
+}
+
+fn decode_meta(p: &Published) -> Result<CheckpointMeta, String> {
+    CheckpointMeta::decode(&p.meta).map_err(|e| format!("checkpoint {} metadata: {e}", p.id))
+}
+
+/// A restarted replica starts from the newest checkpoint when its log holds the entry the
+/// checkpoint ends at (then the log supplies the rest); otherwise from nothing, replaying its
+/// whole log and picking a checkpoint up later.
+async fn recover_base(ps: &PsClient, log: &[Entry]) -> Result<Option<StableView>, String> {
+    let latest = match ps.request_limited(0, PsOp::Latest, &|| true, 3).await {
+        Ok(PsResult::Latest(Some(p))) => p,
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = decode_meta(&latest)?;
+    let i = meta.applied_index;
+    if i == 0 || log.get(i as usize - 1).map(|e| e.term) != Some(meta.applied_term) {
+        return Ok(None);
+    }
+    load_view(ps, meta, &StableView::default(), &|| true, 3)
+        .await
+        .map(Some)
+}
+
 async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Observer>) {
     let id = cfg.id;
     let addr = cfg.members[&id];
-    let store = LogStore::new(disk);
-    let rec = match store.load() {
+    let log_store = LogStore::new(disk);
+    let rec = match log_store.load() {
         Ok(r) => r,
         Err(e) => {
             // A dead incarnation's disk handle, or a corrupt disk: nothing sane to do.
@@ -205,10 +314,42 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
             return;
         }
     };
+    let ps_bind = SocketAddr::new(addr.ip(), crate::wire::PS_CLIENT_PORT);
+    // A session of its own per incarnation: request ids restart at 1 without colliding with
+    // the ids a previous incarnation used, which the page service may still remember.
+    let session = cfg.rng_seed;
+    let ps = match PsClient::bind(ps_bind, cfg.page_service, id, session).await {
+        Ok(ps) => ps,
+        Err(e) => {
+            obs.event(id, Event::Warn(format!("cannot bind {ps_bind}: {e}")));
+            return;
+        }
+    };
+    let (store, base_note) = match recover_base(&ps, &rec.entries).await {
+        Ok(Some(view)) => {
+            let note = format!(
+                "from checkpoint {} (applied {}), then the log",
+                view.meta.id, view.meta.applied_index
+            );
+            (Store::from_checkpoint(view), note)
+        }
+        Ok(None) => (Store::default(), "from the log alone".to_string()),
+        Err(e) => (
+            Store::default(),
+            format!("from the log alone (newest checkpoint unavailable: {e})"),
+        ),
+    };
+    obs.event(
+        id,
+        Event::Storage {
+            kind: "recover",
+            detail: base_note,
+        },
+    );
     let mut rcfg = RaftConfig::new(id, cfg.members.keys().copied().collect(), cfg.rng_seed);
     rcfg.volatile_term = cfg.knobs.on(KnownBug::VolatileRaftTerm);
     let log_len = rec.entries.len() as Index;
-    let raft = Raft::new(rcfg, rec.hard, rec.entries);
+    let raft = Raft::restore(rcfg, rec.hard, rec.entries, store.applied_index());
     obs.event(
         id,
         Event::Started {
@@ -227,9 +368,11 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
         .collect();
     let core = Arc::new(Mutex::new(Core {
         raft,
-        sm: StateMachine::default(),
+        store,
         pending: BTreeMap::new(),
         links,
+        epoch: 0,
+        lead_term: 0,
     }));
     obs.attach(id, Arc::new(Inspector(core.clone())));
 
@@ -268,37 +411,63 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
     });
     drop(tx);
 
-    let driver = Driver {
+    let failpoints = Failpoints::new(cfg.failpoints.clone(), cfg.failpoint_seed);
+    let node = Arc::new(Node {
         id,
         cfg,
-        store,
+        log_store,
         obs,
         ep,
         core,
-    };
+        ps,
+        failpoints,
+    });
+    // Checkpoints (leader) and pick-ups (followers) run beside the raft driver.
+    let n = node.clone();
+    madsim::task::spawn(guarded(node.obs.clone(), id, async move {
+        let every = Duration::from_millis(n.cfg.checkpoint_interval_ms);
+        loop {
+            madsim::time::sleep(every).await;
+            n.checkpoint_once(false).await;
+        }
+    }));
+    let n = node.clone();
+    madsim::task::spawn(guarded(node.obs.clone(), id, async move {
+        let every = Duration::from_millis(n.cfg.pickup_interval_ms);
+        loop {
+            madsim::time::sleep(every).await;
+            n.pick_up().await;
+        }
+    }));
     // Replay what the restored commit hint already covers.
-    driver.process().await;
+    node.process().await;
     while let Some(first) = rx.next().await {
         let mut input = Some(first);
         while let Some(i) = input {
-            driver.handle(i);
+            node.handle(i);
             input = rx.try_recv().ok();
         }
-        driver.process().await;
+        node.process().await;
     }
 }
 
-struct Driver {
+struct Node {
     id: NodeId,
     cfg: ReplicaConfig,
-    store: LogStore,
+    log_store: LogStore,
     obs: Arc<dyn Observer>,
     ep: Arc<Endpoint>,
     core: Arc<Mutex<Core>>,
+    ps: Arc<PsClient>,
+    failpoints: Failpoints,
 }
 
-impl Driver {
-    fn handle(&self, input: Input) {
+impl Node {
+    fn note(&self, kind: &'static str, detail: String) {
+        self.obs.event(self.id, Event::Storage { kind, detail });
+    }
+
+    fn handle(self: &Arc<Self>, input: Input) {
         let mut c = lock(&self.core);
         match input {
             Input::Tick => c.raft.tick(),
@@ -311,6 +480,11 @@ impl Driver {
                 c.raft.step(from, msg)
             }
             Input::Net(Wire::Request { id, session, op }, client) => {
+                if c.raft.role() == Role::Leader && c.store.mode() != Mode::Leader {
+                    // Stepping up: no writes before the drain is done.
+                    self.reply(client, id, ClientResult::Busy);
+                    return;
+                }
                 let ts = sim_clock_us();
                 match c.raft.propose(op, session, ts) {
                     Ok((index, term)) => {
@@ -321,23 +495,24 @@ impl Driver {
                     }
                 }
             }
-            Input::Net(Wire::Reply { .. }, _) => {} // replicas send no requests to clients
+            // Replicas send no requests to clients; page-service traffic has its own endpoint.
+            Input::Net(_, _) => {}
         }
     }
 
     /// Persist, then send, then apply: the order that keeps raft's promises.
-    async fn process(&self) {
+    async fn process(self: &Arc<Self>) {
         let ready = lock(&self.core).raft.take_ready();
         if ready.is_empty() {
             return;
         }
         // The lock is not held across the fsync: inspection must not block on the disk.
-        let persisted = match self.store.write(ready.hard_state, &ready.log_ops) {
+        let persisted = match self.log_store.write(ready.hard_state, &ready.log_ops) {
             Ok(w) => {
                 if w.any() && self.cfg.fsync_ms > 0 {
                     madsim::time::sleep(Duration::from_millis(self.cfg.fsync_ms)).await;
                 }
-                self.store.sync(w)
+                self.log_store.sync(w)
             }
             Err(e) => Err(e),
         };
@@ -362,7 +537,7 @@ impl Driver {
             self.send(self.cfg.members[&to], Wire::Raft { from: self.id, msg });
         }
         for e in &ready.committed {
-            let executed = c.sm.apply(e);
+            let executed = c.store.apply(e);
             self.obs.event(
                 self.id,
                 Event::Applied {
@@ -393,6 +568,378 @@ impl Driver {
             for (_, p) in std::mem::take(&mut c.pending) {
                 self.reply(p.client, p.id, ClientResult::NotLeader { leader });
             }
+        }
+        self.follow_role(&mut c);
+    }
+
+    /// Keeps the storage role in step with the raft role: step down when leadership of the
+    /// storage's term is gone, start stepping up when this node leads and storage follows.
+    fn follow_role(self: &Arc<Self>, c: &mut Core) {
+        let (role, term) = (c.raft.role(), c.raft.term());
+        if c.store.mode() != Mode::Follower && (role != Role::Leader || term != c.lead_term) {
+            c.store.step_down();
+            c.epoch += 1;
+            self.note(
+                "step-down",
+                format!(
+                    "term {}: un-checkpointed changes back to ingest ({} entries)",
+                    c.lead_term,
+                    c.store.ingest.len()
+                ),
+            );
+        }
+        if role == Role::Leader && c.store.mode() == Mode::Follower {
+            c.store.set_mode(Mode::SteppingUp);
+            c.epoch += 1;
+            c.lead_term = term;
+            let (n, epoch) = (self.clone(), c.epoch);
+            madsim::task::spawn(guarded(self.obs.clone(), self.id, async move {
+                n.step_up(term, epoch).await
+            }));
+        }
+    }
+
+    /// Whether the storage leadership `(term, epoch)` still holds.
+    fn leading(&self, term: Term, epoch: u64) -> bool {
+        let c = lock(&self.core);
+        c.epoch == epoch && c.raft.role() == Role::Leader && c.raft.term() == term
+    }
+
+    /// Step-up: claim the page service, move onto the newest checkpoint, sweep what earlier
+    /// leaders left unreferenced, drain ingest into stable, and checkpoint. Losing leadership
+    /// abandons it; any other error is fatal for the node.
+    async fn step_up(self: Arc<Self>, term: Term, epoch: u64) {
+        let still = || self.leading(term, epoch);
+        self.note("step-up", format!("term {term}: claiming the page service"));
+        let (next_lsn, latest) = match self.ps.request(term, PsOp::Fence, &still).await {
+            Ok(PsResult::Claimed { next_lsn, latest }) => (next_lsn, latest),
+            Ok(PsResult::Fenced { term: t }) => {
+                // A newer leader exists; raft will tell this node soon.
+                self.note(
+                    "step-up",
+                    format!("term {term}: page service fenced at term {t}"),
+                );
+                return;
+            }
+            Ok(other) => {
+                invariant!(
+                    false,
+                    "failed to step up: unexpected reply to fence: {other:?}"
+                );
+                return;
+            }
+            Err(_) => return,
+        };
+        if let Some(p) = latest {
+            let meta = match decode_meta(&p) {
+                Ok(m) => m,
+                Err(e) => {
+                    invariant!(false, "failed to step up: {e}");
+                    return;
+                }
+            };
+            let base_id = lock(&self.core).store.base.meta.id;
+            if meta.id > base_id {
+                // The newest checkpoint may be ahead of what this node applied: catch up first.
+                loop {
+                    if !still() {
+                        return;
+                    }
+                    if lock(&self.core).store.applied_index() >= meta.applied_index {
+                        break;
+                    }
+                    madsim::time::sleep(Duration::from_millis(5)).await;
+                }
+                let base = lock(&self.core).store.base.clone();
+                let id = meta.id;
+                let view = match load_view(&self.ps, meta, &base, &still, u32::MAX).await {
+                    Ok(v) => v,
+                    Err(_) if !still() => return,
+                    Err(e) => {
+                        // A newer leader may have fenced this one out and freed the blocks
+                        // meanwhile: then this step-up is moot. Otherwise the loss is real.
+                        if let Ok(PsResult::Fenced { term: t }) =
+                            self.ps.request(term, PsOp::Fence, &still).await
+                        {
+                            self.note(
+                                "step-up",
+                                format!(
+                                    "term {term}: abandoned, page service fenced at term {t} ({e})"
+                                ),
+                            );
+                            return;
+                        }
+                        if !still() {
+                            return;
+                        }
+                        invariant!(false, "failed to step up: loading checkpoint {id}: {e}");
+                        return;
+                    }
+                };
+                let mut c = lock(&self.core);
+                if c.epoch != epoch {
+                    return;
+                }
+                c.store.install(view);
+                drop(c);
+                self.note("pickup", format!("checkpoint {id} (step-up)"));
+            }
+        }
+        // Blocks below the fence that the newest checkpoint does not reference belong to
+        // checkpoints earlier leaders never finished or never cleaned up: free them.
+        let referenced: BTreeSet<Lsn> = {
+            let c = lock(&self.core);
+            c.store
+                .base
+                .meta
+                .tables
+                .values()
+                .flat_map(|t| t.cookies().map(|c| c.lsn))
+                .collect()
+        };
+        match self
+            .ps
+            .request(term, PsOp::List { below: next_lsn }, &still)
+            .await
+        {
+            Ok(PsResult::Blocks(lsns)) => {
+                let orphans: Vec<Lsn> = lsns
+                    .into_iter()
+                    .filter(|l| !referenced.contains(l))
+                    .collect();
+                if !orphans.is_empty() {
+                    self.note(
+                        "sweep",
+                        format!(
+                            "discarding {} unreferenced blocks {orphans:?}",
+                            orphans.len()
+                        ),
+                    );
+                    let op = PsOp::Discard { lsns: orphans };
+                    if self.ps.request(term, op, &still).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(_) | Err(_) => return,
+        }
+        {
+            let mut c = lock(&self.core);
+            if c.epoch != epoch || !(c.raft.role() == Role::Leader && c.raft.term() == term) {
+                return;
+            }
+            let n = c.store.ingest.len();
+            c.store.drain_into_stable();
+            self.note(
+                "step-up",
+                format!(
+                    "term {term}: drained {n} ingest entries into stable over checkpoint {}",
+                    c.store.base.meta.id
+                ),
+            );
+        }
+        self.checkpoint_once(true).await;
+    }
+
+    /// One leader checkpoint. `force` publishes even when nothing changed (step-up ends with
+    /// one, so followers learn the new leader's base).
+    async fn checkpoint_once(&self, force: bool) {
+        let (term, epoch, cut, base) = {
+            let mut c = lock(&self.core);
+            if c.store.mode() != Mode::Leader {
+                return;
+            }
+            let Some(cut) = c.store.begin_checkpoint() else {
+                return; // one is running
+            };
+            if cut.delta.is_empty() && !force {
+                c.store.fail_checkpoint(); // nothing to do; put the (empty) cut back
+                return;
+            }
+            (c.lead_term, c.epoch, cut, c.store.base.clone())
+        };
+        let still = || self.leading(term, epoch);
+        let id = base.meta.id + 1;
+        let leak = self.cfg.knobs.on(KnownBug::BytesTotalLeak);
+        let mut r = Reconciliation::new(checkpoint::plan(&base, &cut), leak);
+        let mut failure = None;
+        for i in 0..r.plan.writes.len() {
+            if self.failpoints.hit(failpoints::PAGE_PUT) {
+                failure = Some("page-service put failed (failpoint page-put)".to_string());
+                break;
+            }
+            let w = &r.plan.writes[i];
+            let op = PsOp::Put {
+                table: w.table.clone(),
+                page_id: w.page_id,
+                base_lsn: w.base_lsn,
+                bytes: w.bytes.clone(),
+            };
+            match self.ps.request(term, op, &still).await {
+                Ok(PsResult::Lsn(lsn)) => {
+                    let mut c = lock(&self.core);
+                    if c.epoch != epoch {
+                        return;
+                    }
+                    r.written(i, lsn, &mut c.store.bytes_total);
+                }
+                Ok(PsResult::Fenced { term: t }) => {
+                    self.note(
+                        "checkpoint",
+                        format!("checkpoint {id} abandoned: page service fenced at term {t}"),
+                    );
+                    return;
+                }
+                Ok(other) => {
+                    invariant!(false, "checkpoint {id}: unexpected reply to put: {other:?}");
+                    return;
+                }
+                Err(_) => return, // leadership lost
+            }
+            if let Err(e) = r.pack(i, self.failpoints.hit(failpoints::ADDR_PACK)) {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+        if let Some(err) = failure {
+            // Before wrap-up: recoverable. Free what was written, retry at the next checkpoint.
+            let cleanup = {
+                let mut c = lock(&self.core);
+                if c.epoch != epoch {
+                    return;
+                }
+                let cl = r.fail(&mut c.store.bytes_total);
+                c.store.fail_checkpoint();
+                cl
+            };
+            self.note(
+                "checkpoint-failed",
+                format!(
+                    "checkpoint {id} failed before wrap-up: {err}; discarding blocks {:?}{}",
+                    cleanup.discard,
+                    if cleanup.orphaned.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; cannot free unpacked blocks {:?}", cleanup.orphaned)
+                    }
+                ),
+            );
+            if !cleanup.discard.is_empty() {
+                let op = PsOp::Discard {
+                    lsns: cleanup.discard,
+                };
+                let _ = self.ps.request(term, op, &still).await;
+            }
+            return;
+        }
+        // Wrap-up: past the point of no return.
+        let written = r.plan.writes.len();
+        let (view, frees) = {
+            let mut c = lock(&self.core);
+            if c.epoch != epoch {
+                return;
+            }
+            r.wrap_up(&cut, id, term, &mut c.store.bytes_total)
+        };
+        let meta = view.meta.encode();
+        let (ts, applied, size) = (
+            view.meta.ts,
+            view.meta.applied_index,
+            view.meta.database_size,
+        );
+        match self
+            .ps
+            .request(term, PsOp::Publish { id, meta }, &still)
+            .await
+        {
+            Ok(PsResult::Lsn(lsn)) => {
+                let mut c = lock(&self.core);
+                if c.epoch != epoch {
+                    return;
+                }
+                c.store.complete_checkpoint(view);
+                drop(c);
+                self.note(
+                    "checkpoint",
+                    format!(
+                        "checkpoint {id} published at lsn {lsn}: ts {ts} applied {applied}, {written} blocks written, {} freed, database_size {size}",
+                        frees.len()
+                    ),
+                );
+            }
+            Ok(PsResult::Fenced { term: t }) => {
+                self.note(
+                    "checkpoint",
+                    format!("checkpoint {id} abandoned at publish: fenced at term {t}"),
+                );
+                return;
+            }
+            Ok(other) => {
+                invariant!(
+                    false,
+                    "checkpoint {id}: publish after wrap-up failed: {other:?}"
+                );
+                return;
+            }
+            Err(_) => return,
+        }
+        if !frees.is_empty() {
+            let lsns = frees.iter().map(|(_, c)| c.lsn).collect();
+            let _ = self.ps.request(term, PsOp::Discard { lsns }, &still).await;
+        }
+    }
+
+    /// Follower pick-up: install the newest published checkpoint once this node has applied
+    /// past it. A failed load leaves the node on its previous checkpoint.
+    async fn pick_up(&self) {
+        let (base_id, mode) = {
+            let c = lock(&self.core);
+            (c.store.base.meta.id, c.store.mode())
+        };
+        if mode != Mode::Follower {
+            return;
+        }
+        let latest = match self.ps.request_limited(0, PsOp::Latest, &|| true, 1).await {
+            Ok(PsResult::Latest(Some(p))) if p.id > base_id => p,
+            _ => return,
+        };
+        let meta = match decode_meta(&latest) {
+            Ok(m) => m,
+            Err(e) => {
+                self.note("pickup-failed", e);
+                return;
+            }
+        };
+        let base = {
+            let c = lock(&self.core);
+            if c.store.mode() != Mode::Follower || !c.store.can_install(&meta) {
+                return; // not applied that far yet: next time
+            }
+            c.store.base.clone()
+        };
+        let id = meta.id;
+        let follower = || lock(&self.core).store.mode() == Mode::Follower;
+        match load_view(&self.ps, meta, &base, &follower, 2).await {
+            Ok(view) => {
+                let mut c = lock(&self.core);
+                if c.store.mode() != Mode::Follower || !c.store.can_install(&view.meta) {
+                    return;
+                }
+                let pruned_to = view.meta.ts;
+                c.store.install(view);
+                let left = c.store.ingest.len();
+                drop(c);
+                self.note(
+                    "pickup",
+                    format!(
+                        "checkpoint {id}: ingest pruned to ts > {pruned_to}, {left} entries left"
+                    ),
+                );
+            }
+            Err(e) => self.note(
+                "pickup-failed",
+                format!("checkpoint {id}: {e}; staying on checkpoint {base_id}"),
+            ),
         }
     }
 

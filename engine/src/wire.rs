@@ -3,12 +3,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::page_store::{PsRequest, PsResult};
 use crate::raft::{Index, Message, NodeId, Op, Session, Term};
 
 /// The one datagram tag every faultline endpoint uses.
 pub const TAG: u64 = 0x6661_756c;
 /// Port every replica listens on.
 pub const REPLICA_PORT: u16 = 7000;
+/// Port a replica's page-service client binds.
+pub const PS_CLIENT_PORT: u16 = 7001;
+/// Port the page service listens on.
+pub const PAGE_SERVICE_PORT: u16 = 7100;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wire {
@@ -26,6 +31,12 @@ pub enum Wire {
         id: u64,
         result: ClientResult,
     },
+    /// A request to the page service.
+    Ps(PsRequest),
+    PsReply {
+        req_id: u64,
+        result: PsResult,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,4 +49,6 @@ pub enum ClientResult {
     NotLeader {
         leader: Option<NodeId>,
     },
+    /// The leader is stepping up (draining ingest into stable): retry shortly.
+    Busy,
 }

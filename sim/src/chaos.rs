@@ -129,6 +129,22 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
                 at_ms: 0,
                 name: collection(&w, &mut rng),
             },
+            // The page service crashes and comes back with its disk; clients retry meanwhile.
+            "kill_page_service" => TimelineItem::Restart {
+                at_ms: 0,
+                nodes: Selector::PageService,
+                down_ms: [100, 3_000],
+                straggler_ms: None,
+            },
+            "failpoint" => {
+                let names = engine::failpoints::IMPLEMENTED;
+                TimelineItem::Failpoint {
+                    at_ms: 0,
+                    name: names[rng.gen_range(0..names.len())].to_string(),
+                    per_mille: rng.gen_range(20..=200),
+                    for_ms,
+                }
+            }
             other => unreachable!("fault `{other}` rejected by scenario validation"),
         };
         madsim::task::spawn(w.clone().apply(item));

@@ -57,7 +57,7 @@ pub struct Scenario {
     #[serde(default = "d_replicas")]
     pub replicas: u8,
     pub duration_ms: u64,
-    /// Leader checkpoint period (used once the engine has checkpoints).
+    /// Leader checkpoint period (default 1000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_interval_ms: Option<u64>,
     #[serde(default)]
@@ -126,7 +126,7 @@ pub struct FailpointSpec {
 }
 
 /// Fault kinds the chaos controller can inject with this engine.
-pub const CHAOS_FAULTS: [&str; 10] = [
+pub const CHAOS_FAULTS: [&str; 12] = [
     "kill",
     "restart_all",
     "partition",
@@ -137,6 +137,8 @@ pub const CHAOS_FAULTS: [&str; 10] = [
     "pause",
     "create_collection",
     "drop_collection",
+    "kill_page_service",
+    "failpoint",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +321,13 @@ pub enum TimelineItem {
         at_ms: u64,
         name: String,
     },
+    /// Switch a failpoint on at `per_mille` for `for_ms` (then back to the scenario's rate).
+    Failpoint {
+        at_ms: u64,
+        name: String,
+        per_mille: u32,
+        for_ms: u64,
+    },
     RotateKek {
         at_ms: u64,
     },
@@ -343,6 +352,7 @@ impl TimelineItem {
             | TimelineItem::Loss { at_ms, .. }
             | TimelineItem::Latency { at_ms, .. }
             | TimelineItem::Heal { at_ms }
+            | TimelineItem::Failpoint { at_ms, .. }
             | TimelineItem::CreateCollection { at_ms, .. }
             | TimelineItem::DropCollection { at_ms, .. }
             | TimelineItem::RotateKek { at_ms }
@@ -360,6 +370,7 @@ impl TimelineItem {
             TimelineItem::Loss { .. } => "loss",
             TimelineItem::Latency { .. } => "latency",
             TimelineItem::Heal { .. } => "heal",
+            TimelineItem::Failpoint { .. } => "failpoint",
             TimelineItem::CreateCollection { .. } => "create_collection",
             TimelineItem::DropCollection { .. } => "drop_collection",
             TimelineItem::RotateKek { .. } => "rotate_kek",
@@ -470,11 +481,18 @@ impl Scenario {
                 Ok(_) => {}
             }
         }
-        if let Some((i, _)) = self.failpoints.iter().enumerate().next() {
-            return err(
-                vec![Key("failpoints"), Idx(i)],
-                "this engine has no failpoints yet".into(),
-            );
+        for (i, f) in self.failpoints.iter().enumerate() {
+            if let Err(msg) = check_failpoint(&f.name, f.per_mille) {
+                return err(vec![Key("failpoints"), Idx(i)], msg);
+            }
+        }
+        if let Some(ms) = self.checkpoint_interval_ms {
+            if !(50..=600_000).contains(&ms) {
+                return err(
+                    vec![Key("checkpoint_interval_ms")],
+                    format!("{ms}: must be 50..=600000"),
+                );
+            }
         }
         if let Some(c) = &self.chaos {
             if c.mean_interval_ms < 50 {
@@ -522,7 +540,7 @@ impl Scenario {
                             format!("`n{n}` but the cluster has {} replicas", self.replicas),
                         )
                     }
-                    Selector::PageService | Selector::Kms => {
+                    Selector::Kms => {
                         return err(
                             with(field),
                             format!("`{sel}` is not part of this engine yet"),
@@ -554,6 +572,13 @@ impl Scenario {
                 TimelineItem::Loss { per_mille, .. } if *per_mille > 1000 => {
                     return err(with("per_mille"), "must be 0..=1000".into())
                 }
+                TimelineItem::Failpoint {
+                    name, per_mille, ..
+                } => {
+                    if let Err(msg) = check_failpoint(name, *per_mille) {
+                        return err(with("name"), msg);
+                    }
+                }
                 TimelineItem::RotateKek { .. } | TimelineItem::RotateCmk { .. } => {
                     return err(
                         with("action"),
@@ -574,6 +599,19 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+fn check_failpoint(name: &str, per_mille: u32) -> Result<(), String> {
+    if !engine::failpoints::IMPLEMENTED.contains(&name) {
+        return Err(format!(
+            "unknown or not yet modelled failpoint `{name}` (available: {})",
+            engine::failpoints::IMPLEMENTED.join(", ")
+        ));
+    }
+    if per_mille > 1000 {
+        return Err(format!("per_mille {per_mille}: must be 0..=1000"));
+    }
+    Ok(())
 }
 
 fn serde_error(e: serde_json::Error, text: &str, file: &str) -> ScenarioError {

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use engine::observe::{Event, Inspect, NodeStatus, Observer};
+use engine::failpoints::FailpointRates;
+use engine::layered::{CheckpointMeta, Mode};
+use engine::observe::{Event, Inspect, InspectPages, NodeStatus, Observer};
+use engine::page_service::{PageServiceConfig, PAGE_SERVICE_NODE};
 use engine::raft::{Entry, NodeId, Op, RaftEvent, Role};
 use engine::replica::{LinkConfig, ReplicaConfig};
 use engine::state::Collection;
@@ -43,7 +46,16 @@ pub fn derive_seed(seed: u64, stream: &str, index: u64) -> u64 {
 /// restarting at once, then a vote for a candidate with a shorter but higher-term log.
 pub const WINDOW_ALL_RESTARTED: &str = "all-replicas-restarted";
 pub const WINDOW_VOTE_SHORTER_LOG: &str = "vote-for-shorter-log";
-pub const WINDOWS: [&str; 2] = [WINDOW_ALL_RESTARTED, WINDOW_VOTE_SHORTER_LOG];
+/// Incident 001: a checkpoint's address-cookie packing failed after its block was written.
+pub const WINDOW_PACK_FAILED: &str = "addr-pack-failed-after-put";
+/// A follower installed a newer checkpoint while applying the oplog.
+pub const WINDOW_PICKUP: &str = "checkpoint-picked-up";
+pub const WINDOWS: [&str; 4] = [
+    WINDOW_ALL_RESTARTED,
+    WINDOW_VOTE_SHORTER_LOG,
+    WINDOW_PACK_FAILED,
+    WINDOW_PICKUP,
+];
 
 /// A scenario's `[min, max]` latency as madsim's half-open range.
 fn latency_range([lo, hi]: [u64; 2]) -> std::ops::Range<Duration> {
@@ -62,6 +74,28 @@ pub fn replica_addr(id: NodeId) -> SocketAddr {
     )
 }
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
+
+pub fn page_service_addr() -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)),
+        engine::wire::PAGE_SERVICE_PORT,
+    )
+}
+
+/// How nodes are named in traces and reports: replicas `n1`.., the page service `ps`.
+pub fn node_name(id: NodeId) -> String {
+    if id == PAGE_SERVICE_NODE {
+        "ps".to_string()
+    } else {
+        format!("n{id}")
+    }
+}
+
+/// The published checkpoint and the blocks the page service holds, for `validate`.
+pub struct PagesSnapshot {
+    pub blocks: BTreeMap<engine::pages::Lsn, engine::page_store::BlockInfo>,
+    pub latest: Option<(u64, Result<CheckpointMeta, String>)>,
+}
 
 /// What the final checkers see of one live replica.
 pub struct NodeSnapshot {
@@ -104,6 +138,7 @@ struct State {
     start: Option<madsim::time::Instant>,
     notes: Vec<String>,
     windows: std::collections::BTreeSet<&'static str>,
+    pages: Option<Arc<dyn InspectPages>>,
 }
 
 pub struct World {
@@ -116,6 +151,8 @@ pub struct World {
     /// DDL clients started so far (each binds its own port).
     pub ddl_clients: std::sync::atomic::AtomicU16,
     client_node: Mutex<Option<madsim::task::NodeId>>,
+    /// Failpoint rates every node reads; the timeline and chaos change them during a run.
+    failpoints: FailpointRates,
 }
 
 /// Options that do not change what a seed does, only what is kept of it.
@@ -175,7 +212,14 @@ fn run_seed_here(
             start: None,
             notes: vec![],
             windows: Default::default(),
+            pages: None,
         }),
+        failpoints: Arc::new(Mutex::new(
+            scn.failpoints
+                .iter()
+                .map(|f| (f.name.clone(), f.per_mille))
+                .collect(),
+        )),
         scn: scn.clone(),
         seed,
         knobs,
@@ -275,6 +319,52 @@ impl World {
         (1..=self.scn.replicas).collect()
     }
 
+    fn checkpoint_interval_ms(&self) -> u64 {
+        self.scn.checkpoint_interval_ms.unwrap_or(1_000)
+    }
+
+    fn build_page_service(self: &Arc<Self>) {
+        let w = self.clone();
+        let node = Handle::current()
+            .create_node()
+            .name("ps")
+            .ip(page_service_addr().ip())
+            .init(move || {
+                let w = w.clone();
+                async move {
+                    let (disk, _) = w.incarnate(PAGE_SERVICE_NODE);
+                    let cfg = PageServiceConfig {
+                        addr: page_service_addr(),
+                        fsync_ms: 1,
+                    };
+                    engine::page_service::run(cfg, Arc::new(disk), w.clone()).await
+                }
+            })
+            .build();
+        self.lock()
+            .slots
+            .entry(PAGE_SERVICE_NODE)
+            .or_default()
+            .madsim_id = Some(node.id());
+    }
+
+    /// Sets a failpoint's rate (0 switches it off).
+    fn set_failpoint(&self, name: &str, per_mille: u32) {
+        self.failpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), per_mille);
+    }
+
+    /// The failpoint's rate as the scenario sets it for the whole fault phase.
+    fn scenario_failpoint(&self, name: &str) -> u32 {
+        self.scn
+            .failpoints
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(0, |f| f.per_mille)
+    }
+
     fn madsim_id(&self, id: NodeId) -> madsim::task::NodeId {
         self.lock().slots[&id]
             .madsim_id
@@ -314,6 +404,7 @@ impl World {
                     let members = members.clone();
                     async move {
                         let (disk, rng_seed) = w.incarnate(id);
+                        let ckpt_ms = w.checkpoint_interval_ms();
                         let cfg = ReplicaConfig {
                             id,
                             members,
@@ -322,6 +413,11 @@ impl World {
                             rng_seed,
                             link: LinkConfig::default(),
                             fsync_ms: 1,
+                            page_service: page_service_addr(),
+                            checkpoint_interval_ms: ckpt_ms,
+                            pickup_interval_ms: (ckpt_ms / 2).clamp(50, 500),
+                            failpoints: w.failpoints.clone(),
+                            failpoint_seed: rng_seed ^ 0x6661_696c,
                         };
                         engine::replica::run(cfg, Arc::new(disk), w.clone()).await
                     }
@@ -343,11 +439,14 @@ impl World {
             }
             slot.up = false;
             slot.inspect = None;
+            if id == PAGE_SERVICE_NODE {
+                st.pages = None;
+            }
         }
         Handle::current().kill(mid);
         let loss = self.disk.crash(id);
         self.record(
-            &format!("n{id}"),
+            &node_name(id),
             "kill",
             format!(
                 "{why}; unsynced bytes lost {} (torn kept {})",
@@ -365,7 +464,7 @@ impl World {
         if up || aborted {
             return; // an aborted process stays down: the abort is the finding
         }
-        self.record(&format!("n{id}"), "restart", String::new());
+        self.record(&node_name(id), "restart", String::new());
         Handle::current().restart(self.madsim_id(id));
     }
 
@@ -402,6 +501,7 @@ impl World {
         for id in self.replicas() {
             Handle::current().resume(self.madsim_id(id));
         }
+        Handle::current().resume(self.madsim_id(PAGE_SERVICE_NODE));
     }
 
     /// Sets the network-wide latency range (madsim has one global setting), leaving loss alone.
@@ -424,6 +524,9 @@ impl World {
             .collect();
         if let Some(c) = *self.client_node.lock().unwrap() {
             v.push(c);
+        }
+        if !ids.contains(&PAGE_SERVICE_NODE) {
+            v.push(self.madsim_id(PAGE_SERVICE_NODE));
         }
         v
     }
@@ -455,7 +558,7 @@ impl World {
             let st = self.lock();
             st.slots
                 .iter()
-                .filter(|(_, s)| s.up)
+                .filter(|(id, s)| s.up && **id != PAGE_SERVICE_NODE)
                 .map(|(id, _)| *id)
                 .collect()
         };
@@ -502,7 +605,8 @@ impl World {
                 all.sort_unstable();
                 all
             }
-            Selector::PageService | Selector::Kms => vec![], // rejected by validation
+            Selector::PageService => vec![PAGE_SERVICE_NODE],
+            Selector::Kms => vec![], // rejected by validation
         }
     }
 
@@ -513,7 +617,7 @@ impl World {
     pub async fn apply(self: Arc<Self>, item: TimelineItem) {
         let names = |ids: &[NodeId]| {
             ids.iter()
-                .map(|i| format!("n{i}"))
+                .map(|i| node_name(*i))
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -540,7 +644,7 @@ impl World {
                     if Some(id) == straggler {
                         delay += self.draw(straggler_ms.unwrap());
                         self.record(
-                            &format!("n{id}"),
+                            &node_name(id),
                             "straggler",
                             format!("back after {delay} ms"),
                         );
@@ -631,6 +735,19 @@ impl World {
                 self.record("controller", "ddl", format!("drop {name}"));
                 workload::spawn_ddl(self.clone(), Op::DropCollection { name });
             }
+            TimelineItem::Failpoint {
+                name,
+                per_mille,
+                for_ms,
+                ..
+            } => {
+                self.fault(format!(
+                    "failpoint {name} at {per_mille}/1000 for {for_ms} ms"
+                ));
+                self.set_failpoint(&name, per_mille);
+                madsim::time::sleep(Duration::from_millis(for_ms)).await;
+                self.set_failpoint(&name, self.scenario_failpoint(&name));
+            }
             TimelineItem::RotateKek { .. } | TimelineItem::RotateCmk { .. } => {
                 unreachable!("rejected by scenario validation")
             }
@@ -665,6 +782,11 @@ impl World {
             "liveness: heal all faults, restart down replicas".into(),
         );
         self.heal_all();
+        self.failpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.start(PAGE_SERVICE_NODE);
         for id in self.replicas() {
             self.start(id);
         }
@@ -688,7 +810,7 @@ impl World {
             let st = self.lock();
             st.slots
                 .iter()
-                .filter(|(_, s)| s.aborted.is_none())
+                .filter(|(id, s)| s.aborted.is_none() && **id != PAGE_SERVICE_NODE)
                 .map(|(id, _)| *id)
                 .collect()
         };
@@ -703,12 +825,37 @@ impl World {
         let [l] = leaders.as_slice() else {
             return false;
         };
+        // Storage at rest: the leader stepped up and checkpointed everything, the page
+        // service holds that checkpoint, and every follower picked it up.
+        let ls = &l.storage;
+        if ls.mode != Mode::Leader || ls.checkpoint_in_flight || ls.dirty_len > 0 {
+            return false;
+        }
+        let published = self
+            .lock()
+            .pages
+            .as_ref()
+            .and_then(|p| p.latest())
+            .map(|p| p.id);
+        if published != Some(ls.base.id) {
+            return false;
+        }
         statuses.values().all(|s| {
             s.term == l.term
                 && s.leader == Some(l.id)
                 && s.last_index == l.last_index
                 && s.commit == l.last_index
                 && s.last_applied == l.last_index
+                && s.storage.base.id == ls.base.id
+        })
+    }
+
+    /// What the page service holds now (`None` when it is down).
+    fn pages_snapshot(&self) -> Option<PagesSnapshot> {
+        let p = self.lock().pages.clone()?;
+        Some(PagesSnapshot {
+            blocks: p.blocks(),
+            latest: p.latest().map(|l| (l.id, CheckpointMeta::decode(&l.meta))),
         })
     }
 
@@ -743,7 +890,7 @@ impl World {
         for (id, t, reason) in aborted {
             out.push(violation(
                 ViolationKind::Liveness,
-                Some(format!("n{id}")),
+                Some(node_name(id)),
                 at_ms,
                 format!(
                     "n{id} unreachable for dbhash and validate: aborted at {}.{:03}s: {reason}",
@@ -792,6 +939,7 @@ async fn supervise(w: Arc<World>) {
             bugs.join(",")
         ),
     );
+    w.build_page_service();
     w.build_replicas();
     workload::start(w.clone());
 
@@ -820,7 +968,8 @@ async fn supervise(w: Arc<World>) {
         found.extend(check::dbhash::check(&snaps, at_ms));
     }
     if w.scn.has_check(Check::Validate) {
-        found.extend(check::validate::check(&snaps, at_ms));
+        let pages = w.pages_snapshot();
+        found.extend(check::validate::check(&snaps, pages.as_ref(), at_ms));
     }
     if w.scn.has_check(Check::Durability) {
         // Only replicas at the final commit index are compared (a lagging one is a liveness finding).
@@ -851,6 +1000,7 @@ async fn supervise(w: Arc<World>) {
     for id in w.replicas() {
         handle.kill(w.madsim_id(id));
     }
+    handle.kill(w.madsim_id(PAGE_SERVICE_NODE));
     if let Some(c) = w.client_node() {
         handle.kill(c);
     }
@@ -862,7 +1012,7 @@ impl Observer for World {
         let mut st = self.lock();
         let at_us = Self::now_us(&st);
         let at_ms = at_us / 1000;
-        let name = format!("n{node}");
+        let name = node_name(node);
         let (kind, detail) = match ev {
             Event::Started {
                 term,
@@ -934,8 +1084,21 @@ impl Observer for World {
                 )
             }
             Event::Warn(msg) => ("warn", msg),
+            Event::Storage { kind, detail } => {
+                if kind == "checkpoint-failed" && detail.contains("not above base_lsn") {
+                    st.windows.insert(WINDOW_PACK_FAILED);
+                }
+                if kind == "pickup" {
+                    st.windows.insert(WINDOW_PICKUP);
+                }
+                (kind, detail)
+            }
         };
         st.trace.record(at_us, &name, kind, detail);
+    }
+
+    fn attach_pages(&self, inspect: Arc<dyn InspectPages>) {
+        self.lock().pages = Some(inspect);
     }
 
     fn attach(&self, node: NodeId, inspect: Arc<dyn Inspect>) {
@@ -980,9 +1143,9 @@ impl World {
             let at_us = Self::now_us(&st);
             let at_ms = at_us / 1000;
             st.slots.entry(node).or_default().aborted = Some((at_ms, reason.clone()));
-            st.trace.record(at_us, &format!("n{node}"), event, reason);
+            st.trace.record(at_us, &node_name(node), event, reason);
             st.violations
-                .push(violation(kind, Some(format!("n{node}")), at_ms, finding));
+                .push(violation(kind, Some(node_name(node)), at_ms, finding));
         }
         self.kill(node, event);
     }

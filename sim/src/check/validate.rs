@@ -1,52 +1,201 @@
-//! Per-node validation of internal consistency. With the raft-only engine it checks the log
-//! bookkeeping; the disaggregated-storage accounting (bytes_total, orphans) joins it there.
+//! Per-node validation of internal consistency, like a storage engine's `validate`: the raft
+//! bookkeeping, the layered tables (ingest holds nothing the checkpoint already has, record
+//! counts match) and the block manager's accounting against what the page service really
+//! holds (`bytes_total` = Σ live block sizes, no orphaned blocks, `database_size` consistent).
+//! Runs at rest, after the liveness phase: no checkpoint is in flight then.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use engine::layered::{CheckpointMeta, Mode, DATABASE_SIZE_BUFFER};
+use engine::pages::Lsn;
 use reports::{Violation, ViolationKind};
 
 use super::violation;
-use crate::world::NodeSnapshot;
+use crate::world::{NodeSnapshot, PagesSnapshot};
 
-pub fn check(snaps: &[NodeSnapshot], at_ms: u64) -> Vec<Violation> {
+pub fn check(snaps: &[NodeSnapshot], pages: Option<&PagesSnapshot>, at_ms: u64) -> Vec<Violation> {
     let mut out = Vec::new();
     for s in snaps {
-        let st = &s.status;
-        let node = Some(format!("n{}", st.id));
-        let mut problems = Vec::new();
-        if st.last_applied > st.commit {
-            problems.push(format!(
-                "last_applied {} beyond commit {}",
-                st.last_applied, st.commit
-            ));
-        }
-        if st.commit > st.last_index {
-            problems.push(format!(
-                "commit {} beyond log end {}",
-                st.commit, st.last_index
-            ));
-        }
-        if st.last_term > st.term {
-            problems.push(format!(
-                "last log term {} above current term {}",
-                st.last_term, st.term
-            ));
-        }
-        for (name, h) in &st.hashes {
-            let docs = s.data.get(name).map_or(0, |c| c.len() as u64);
-            if docs != h.count {
-                problems.push(format!(
-                    "{name}: {} documents but hash counted {}",
-                    docs, h.count
-                ));
-            }
-        }
+        let problems = node_problems(s);
         if !problems.is_empty() {
             out.push(violation(
                 ViolationKind::Validate,
-                node,
+                Some(format!("n{}", s.status.id)),
                 at_ms,
                 problems.join("; "),
             ));
         }
+    }
+    if let Some(p) = pages {
+        out.extend(page_service_problems(snaps, p, at_ms));
+    }
+    out
+}
+
+fn node_problems(s: &NodeSnapshot) -> Vec<String> {
+    let st = &s.status;
+    let mut problems = Vec::new();
+    if st.last_applied > st.commit {
+        problems.push(format!(
+            "last_applied {} beyond commit {}",
+            st.last_applied, st.commit
+        ));
+    }
+    if st.commit > st.last_index {
+        problems.push(format!(
+            "commit {} beyond log end {}",
+            st.commit, st.last_index
+        ));
+    }
+    if st.last_term > st.term {
+        problems.push(format!(
+            "last log term {} above current term {}",
+            st.last_term, st.term
+        ));
+    }
+    for (name, h) in &st.hashes {
+        let docs = s.data.get(name).map_or(0, |c| c.len() as u64);
+        if docs != h.count {
+            problems.push(format!(
+                "{name}: {} documents but hash counted {}",
+                docs, h.count
+            ));
+        }
+    }
+    let sto = &st.storage;
+    let base = &sto.base;
+    if let Some(ts) = sto.ingest_min_ts {
+        if ts <= base.ts {
+            problems.push(format!(
+                "ingest holds an entry at ts {ts}, at or below its checkpoint {}'s timestamp {}",
+                base.id, base.ts
+            ));
+        }
+    }
+    for (t, root) in &base.tables {
+        let found = sto.base_records.get(t).copied().unwrap_or(0);
+        if found != root.record_count {
+            problems.push(format!(
+                "table {t}: checkpoint {} records {} documents but its pages hold {found}",
+                base.id, root.record_count
+            ));
+        }
+    }
+    if sto.mode == Mode::Leader && !sto.checkpoint_in_flight {
+        for (t, root) in &base.tables {
+            let live = sto.bytes_total.get(t).copied().unwrap_or(0);
+            if live != root.bytes_total {
+                problems.push(format!(
+                    "table {t}: live bytes_total {live} but checkpoint {} published {}",
+                    base.id, root.bytes_total
+                ));
+            }
+        }
+        for t in sto.bytes_total.keys() {
+            if !base.tables.contains_key(t) {
+                problems.push(format!(
+                    "bytes_total kept for table {t}, which no longer exists"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Checks the newest published checkpoint against the page service's blocks.
+fn page_service_problems(snaps: &[NodeSnapshot], p: &PagesSnapshot, at_ms: u64) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let Some((id, meta)) = &p.latest else {
+        if !p.blocks.is_empty() {
+            out.push(violation(
+                ViolationKind::Validate,
+                Some("ps".into()),
+                at_ms,
+                format!(
+                    "{} blocks but no published checkpoint: all orphaned",
+                    p.blocks.len()
+                ),
+            ));
+        }
+        return out;
+    };
+    let meta: &CheckpointMeta = match meta {
+        Ok(m) => m,
+        Err(e) => {
+            out.push(violation(
+                ViolationKind::Validate,
+                Some("ps".into()),
+                at_ms,
+                format!("checkpoint {id}: unreadable metadata page: {e}"),
+            ));
+            return out;
+        }
+    };
+    // Attribute accounting findings to the node that leads now (it published the checkpoint).
+    let leader = snaps
+        .iter()
+        .find(|s| s.status.storage.mode == Mode::Leader)
+        .map(|s| format!("n{}", s.status.id));
+    let mut referenced: BTreeSet<Lsn> = BTreeSet::new();
+    let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (t, root) in &meta.tables {
+        let live = root.live_bytes();
+        if root.bytes_total != live {
+            let drift = root.bytes_total as i64 - live as i64;
+            problems.entry(t.clone()).or_default().push(format!(
+                "bytes_total {} but its live blocks sum to {live} (drift {drift:+})",
+                root.bytes_total
+            ));
+        }
+        for c in root.cookies() {
+            referenced.insert(c.lsn);
+            match p.blocks.get(&c.lsn) {
+                None => problems.entry(t.clone()).or_default().push(format!(
+                    "page {} references block {} which the page service does not hold",
+                    c.page_id, c.lsn
+                )),
+                Some(b) if b.size != c.size || &b.table != t => {
+                    problems.entry(t.clone()).or_default().push(format!(
+                        "block {}: cookie says {} bytes of {t}, the page service holds {} bytes of {}",
+                        c.lsn, c.size, b.size, b.table
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let mut orphans: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (lsn, b) in &p.blocks {
+        if !referenced.contains(lsn) {
+            orphans.entry(b.table.clone()).or_default().push(format!(
+                "lsn {lsn} (page {}, {} bytes, written in term {})",
+                b.page_id, b.size, b.term
+            ));
+        }
+    }
+    for (t, list) in orphans {
+        problems.entry(t).or_default().push(format!(
+            "orphaned blocks in the page service: {}",
+            list.join(", ")
+        ));
+    }
+    let want_size = meta.bytes_total() + DATABASE_SIZE_BUFFER;
+    if meta.database_size != want_size {
+        problems
+            .entry("(database)".into())
+            .or_default()
+            .push(format!(
+                "database_size {} but Σ bytes_total + buffer is {want_size}",
+                meta.database_size
+            ));
+    }
+    for (t, list) in problems {
+        out.push(violation(
+            ViolationKind::Validate,
+            leader.clone().or_else(|| Some("ps".into())),
+            at_ms,
+            format!("table {t} in checkpoint {id}: {}", list.join("; ")),
+        ));
     }
     out
 }
