@@ -66,10 +66,10 @@ async fn run_inner(cfg: PageServiceConfig, disk: Arc<dyn Storage>, obs: Arc<dyn 
         Event::Storage {
             kind: "ps-start",
             detail: format!(
-                "{} blocks, newest checkpoint {:?}, fenced at term {}, torn {torn}",
+                "{} blocks, newest checkpoint {:?}, epoch {}, torn {torn}",
                 store.blocks().len(),
                 store.latest().map(|p| p.id),
-                store.max_term()
+                store.epoch()
             ),
         },
     );

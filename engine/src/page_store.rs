@@ -1,8 +1,12 @@
 //! The page service's state machine: blocks addressed by one global, increasing LSN, and the
 //! published checkpoints' metadata pages. It is durable (every change is a checksummed record
-//! made durable before the reply), fences writers by raft term (a deposed leader cannot write,
-//! free or publish once a newer leader has fenced it out), and answers a retried request with
-//! the result of its first execution, so a lost reply never duplicates a block.
+//! made durable before the reply), fences writers by epoch (every new leader claims a fresh,
+//! higher epoch; a deposed leader cannot write, free or publish once a newer one has claimed the
+//! service), and answers a retried request with the result of its first execution, so a lost
+//! reply never duplicates a block.
+//!
+//! The epoch is the service's own counter rather than the raft term, so the storage fencing
+//! does not depend on raft's persistence being right (incident 003 breaks exactly that).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,13 +14,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::pages::{Lsn, PageId};
-use crate::raft::{NodeId, Term};
+use crate::raft::NodeId;
 
 pub const PAGES_FILE: &str = "pages.log";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PsOp {
-    /// A new leader claims the service: lower terms can no longer write.
+    /// A new leader claims the service: a fresh epoch; lower epochs can no longer write.
     Fence,
     Put {
         table: String,
@@ -53,12 +57,13 @@ impl PsOp {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PsResult {
-    /// The writer's term is below the newest fence.
+    /// The writer's epoch is below the newest claim.
     Fenced {
-        term: Term,
+        epoch: u64,
     },
     Lsn(Lsn),
     Claimed {
+        epoch: u64,
         next_lsn: Lsn,
         latest: Option<Published>,
     },
@@ -88,7 +93,8 @@ pub struct PsRequest {
     pub session: u64,
     /// Identifies the request across retries; increasing within a session.
     pub req_id: u64,
-    pub term: Term,
+    /// The epoch the writer claimed (readers send 0).
+    pub epoch: u64,
     pub op: PsOp,
 }
 
@@ -100,12 +106,12 @@ pub struct BlockInfo {
     pub base_lsn: Lsn,
     pub size: u32,
     pub writer: NodeId,
-    pub term: Term,
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Record {
-    Fence(Term),
+    Fence(u64),
     Put {
         lsn: Lsn,
         info: BlockInfo,
@@ -125,7 +131,7 @@ enum Record {
 #[derive(Debug, Clone, Default)]
 pub struct PageStore {
     next_lsn: Lsn,
-    max_term: Term,
+    epoch: u64,
     blocks: BTreeMap<Lsn, (BlockInfo, Arc<Vec<u8>>)>,
     latest: Option<Published>,
     /// Last put or publish per writer session and its result: a retry gets the same answer,
@@ -149,7 +155,7 @@ impl PageStore {
 
     fn redo(&mut self, r: Record) {
         match r {
-            Record::Fence(t) => self.max_term = self.max_term.max(t),
+            Record::Fence(e) => self.epoch = self.epoch.max(e),
             Record::Put {
                 lsn,
                 info,
@@ -197,13 +203,8 @@ impl PageStore {
             }
         }
         if req.op.writes() {
-            if req.term < self.max_term {
-                return (
-                    PsResult::Fenced {
-                        term: self.max_term,
-                    },
-                    vec![],
-                );
+            if !matches!(req.op, PsOp::Fence) && req.epoch < self.epoch {
+                return (PsResult::Fenced { epoch: self.epoch }, vec![]);
             }
         }
         let mut out = Vec::new();
@@ -213,10 +214,9 @@ impl PageStore {
         };
         let res = match req.op {
             PsOp::Fence => {
-                if req.term > self.max_term {
-                    log(self, Record::Fence(req.term));
-                }
+                log(self, Record::Fence(self.epoch + 1));
                 PsResult::Claimed {
+                    epoch: self.epoch,
                     next_lsn: self.next_lsn,
                     latest: self.latest.clone(),
                 }
@@ -234,7 +234,7 @@ impl PageStore {
                     base_lsn,
                     size: bytes.len() as u32,
                     writer: req.writer,
-                    term: req.term,
+                    epoch: req.epoch,
                 };
                 log(
                     self,
@@ -311,8 +311,8 @@ impl PageStore {
     pub fn latest(&self) -> Option<Published> {
         self.latest.clone()
     }
-    pub fn max_term(&self) -> Term {
-        self.max_term
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 }
 
@@ -320,12 +320,12 @@ impl PageStore {
 mod tests {
     use super::*;
 
-    fn req(writer: NodeId, req_id: u64, term: Term, op: PsOp) -> PsRequest {
+    fn req(writer: NodeId, req_id: u64, epoch: u64, op: PsOp) -> PsRequest {
         PsRequest {
             writer,
             session: 9,
             req_id,
-            term,
+            epoch,
             op,
         }
     }
@@ -398,30 +398,46 @@ mod tests {
     }
 
     #[test]
-    fn a_fence_shuts_out_lower_terms() {
+    fn a_claim_shuts_out_lower_epochs() {
         let (mut s, _) = PageStore::recover(&[]);
-        s.handle(req(1, 1, 3, put(b"a")));
-        let (claimed, w) = s.handle(req(2, 1, 4, PsOp::Fence));
-        assert!(!w.is_empty(), "the fence is durable");
-        assert!(matches!(claimed, PsResult::Claimed { next_lsn: 2, .. }));
+        let (c1, _) = s.handle(req(1, 1, 0, PsOp::Fence));
+        assert!(matches!(c1, PsResult::Claimed { epoch: 1, .. }));
+        s.handle(req(1, 2, 1, put(b"a")));
+        let (claimed, w) = s.handle(req(2, 1, 0, PsOp::Fence));
+        assert!(!w.is_empty(), "the claim is durable");
+        assert!(matches!(
+            claimed,
+            PsResult::Claimed {
+                epoch: 2,
+                next_lsn: 2,
+                ..
+            }
+        ));
         assert_eq!(
-            s.handle(req(1, 2, 3, put(b"b"))).0,
-            PsResult::Fenced { term: 4 }
+            s.handle(req(1, 3, 1, put(b"b"))).0,
+            PsResult::Fenced { epoch: 2 }
         );
         assert_eq!(
-            s.handle(req(1, 3, 3, PsOp::Discard { lsns: vec![1] })).0,
-            PsResult::Fenced { term: 4 }
+            s.handle(req(1, 4, 1, PsOp::Discard { lsns: vec![1] })).0,
+            PsResult::Fenced { epoch: 2 }
         );
         assert_eq!(
-            s.handle(req(2, 2, 4, PsOp::Discard { lsns: vec![1] })).0,
+            s.handle(req(2, 2, 2, PsOp::Discard { lsns: vec![1] })).0,
             PsResult::Done
         );
         assert!(s.blocks().is_empty());
         // Reads are not fenced.
         assert_eq!(
-            s.handle(req(1, 4, 1, PsOp::Get { lsn: 1 })).0,
+            s.handle(req(1, 5, 0, PsOp::Get { lsn: 1 })).0,
             PsResult::NotFound
         );
+        // The epoch survives a restart of the service.
+        let mut file = Vec::new();
+        let (mut t, _) = PageStore::recover(&[]);
+        for r in [req(1, 1, 0, PsOp::Fence), req(2, 1, 0, PsOp::Fence)] {
+            file.extend(t.handle(r).1);
+        }
+        assert_eq!(PageStore::recover(&file).0.epoch(), 2);
     }
 
     #[test]

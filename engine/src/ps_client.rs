@@ -12,7 +12,7 @@ use futures::channel::oneshot;
 use madsim::net::Endpoint;
 
 use crate::page_store::{PsOp, PsRequest, PsResult};
-use crate::raft::{NodeId, Term};
+use crate::raft::NodeId;
 use crate::wire::{Wire, TAG};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -77,20 +77,20 @@ impl PsClient {
         Ok(c)
     }
 
-    /// Sends `op` until answered, retrying with the same request id while `keep_going()` holds.
+    /// Sends `op` (as a writer of `epoch`; readers pass 0) until answered, retrying with the same request id while `keep_going()` holds.
     pub async fn request(
         &self,
-        term: Term,
+        epoch: u64,
         op: PsOp,
         keep_going: &(dyn Fn() -> bool + Sync),
     ) -> Result<PsResult, RpcError> {
-        self.request_limited(term, op, keep_going, u32::MAX).await
+        self.request_limited(epoch, op, keep_going, u32::MAX).await
     }
 
     /// Like [`PsClient::request`], giving up after `max_attempts`.
     pub async fn request_limited(
         &self,
-        term: Term,
+        epoch: u64,
         op: PsOp,
         keep_going: &(dyn Fn() -> bool + Sync),
         max_attempts: u32,
@@ -105,7 +105,7 @@ impl PsClient {
             writer: self.me,
             session: self.session,
             req_id,
-            term,
+            epoch,
             op,
         };
         let mut attempts = 0;

@@ -135,9 +135,11 @@ struct Core {
     pending: BTreeMap<Index, Pending>,
     links: BTreeMap<NodeId, Link>,
     /// Bumped at every step-up and step-down: a storage task of an older leadership stops.
-    epoch: u64,
+    generation: u64,
     /// The term this node's storage leadership (step-up, checkpoints) belongs to.
     lead_term: Term,
+    /// The page-service epoch this leadership claimed (its writes carry it).
+    lead_epoch: u64,
 }
 
 struct Inspector(Arc<Mutex<Core>>);
@@ -371,8 +373,9 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
         store,
         pending: BTreeMap::new(),
         links,
-        epoch: 0,
+        generation: 0,
         lead_term: 0,
+        lead_epoch: 0,
     }));
     obs.attach(id, Arc::new(Inspector(core.clone())));
 
@@ -578,7 +581,7 @@ impl Node {
         let (role, term) = (c.raft.role(), c.raft.term());
         if c.store.mode() != Mode::Follower && (role != Role::Leader || term != c.lead_term) {
             c.store.step_down();
-            c.epoch += 1;
+            c.generation += 1;
             self.note(
                 "step-down",
                 format!(
@@ -590,37 +593,33 @@ impl Node {
         }
         if role == Role::Leader && c.store.mode() == Mode::Follower {
             c.store.set_mode(Mode::SteppingUp);
-            c.epoch += 1;
+            c.generation += 1;
             c.lead_term = term;
-            let (n, epoch) = (self.clone(), c.epoch);
+            let (n, gen) = (self.clone(), c.generation);
             madsim::task::spawn(guarded(self.obs.clone(), self.id, async move {
-                n.step_up(term, epoch).await
+                n.step_up(term, gen).await
             }));
         }
     }
 
-    /// Whether the storage leadership `(term, epoch)` still holds.
-    fn leading(&self, term: Term, epoch: u64) -> bool {
+    /// Whether the storage leadership `(term, generation)` still holds.
+    fn leading(&self, term: Term, gen: u64) -> bool {
         let c = lock(&self.core);
-        c.epoch == epoch && c.raft.role() == Role::Leader && c.raft.term() == term
+        c.generation == gen && c.raft.role() == Role::Leader && c.raft.term() == term
     }
 
     /// Step-up: claim the page service, move onto the newest checkpoint, sweep what earlier
     /// leaders left unreferenced, drain ingest into stable, and checkpoint. Losing leadership
     /// abandons it; any other error is fatal for the node.
-    async fn step_up(self: Arc<Self>, term: Term, epoch: u64) {
-        let still = || self.leading(term, epoch);
+    async fn step_up(self: Arc<Self>, term: Term, gen: u64) {
+        let still = || self.leading(term, gen);
         self.note("step-up", format!("term {term}: claiming the page service"));
-        let (next_lsn, latest) = match self.ps.request(term, PsOp::Fence, &still).await {
-            Ok(PsResult::Claimed { next_lsn, latest }) => (next_lsn, latest),
-            Ok(PsResult::Fenced { term: t }) => {
-                // A newer leader exists; raft will tell this node soon.
-                self.note(
-                    "step-up",
-                    format!("term {term}: page service fenced at term {t}"),
-                );
-                return;
-            }
+        let (epoch, next_lsn, latest) = match self.ps.request(0, PsOp::Fence, &still).await {
+            Ok(PsResult::Claimed {
+                epoch,
+                next_lsn,
+                latest,
+            }) => (epoch, next_lsn, latest),
             Ok(other) => {
                 invariant!(
                     false,
@@ -640,6 +639,27 @@ impl Node {
             };
             let base_id = lock(&self.core).store.base.meta.id;
             if meta.id > base_id {
+                // A leader's log holds every committed entry, and a checkpoint holds only
+                // committed ones: a checkpoint beyond (or different from) this log means raft
+                // lost committed entries.
+                let mine = {
+                    let c = lock(&self.core);
+                    (
+                        c.raft.last_index(),
+                        c.raft.entry(meta.applied_index).map(|e| e.term),
+                    )
+                };
+                invariant!(
+                    meta.applied_index == 0 || mine.1 == Some(meta.applied_term),
+                    "failed to step up: checkpoint {} ends at entry {} of term {}, but this leader's log {}",
+                    meta.id,
+                    meta.applied_index,
+                    meta.applied_term,
+                    match mine.1 {
+                        Some(t) => format!("has term {t} there"),
+                        None => format!("ends at {}", mine.0),
+                    }
+                );
                 // The newest checkpoint may be ahead of what this node applied: catch up first.
                 loop {
                     if !still() {
@@ -658,14 +678,14 @@ impl Node {
                     Err(e) => {
                         // A newer leader may have fenced this one out and freed the blocks
                         // meanwhile: then this step-up is moot. Otherwise the loss is real.
-                        if let Ok(PsResult::Fenced { term: t }) =
-                            self.ps.request(term, PsOp::Fence, &still).await
+                        // (An empty discard is the cheapest write: it only checks the epoch.)
+                        let check = PsOp::Discard { lsns: vec![] };
+                        if let Ok(PsResult::Fenced { epoch: t }) =
+                            self.ps.request(epoch, check, &still).await
                         {
                             self.note(
                                 "step-up",
-                                format!(
-                                    "term {term}: abandoned, page service fenced at term {t} ({e})"
-                                ),
+                                format!("term {term}: abandoned, epoch {epoch} fenced by epoch {t} ({e})"),
                             );
                             return;
                         }
@@ -677,7 +697,7 @@ impl Node {
                     }
                 };
                 let mut c = lock(&self.core);
-                if c.epoch != epoch {
+                if c.generation != gen {
                     return;
                 }
                 c.store.install(view);
@@ -699,7 +719,7 @@ impl Node {
         };
         match self
             .ps
-            .request(term, PsOp::List { below: next_lsn }, &still)
+            .request(epoch, PsOp::List { below: next_lsn }, &still)
             .await
         {
             Ok(PsResult::Blocks(lsns)) => {
@@ -716,7 +736,7 @@ impl Node {
                         ),
                     );
                     let op = PsOp::Discard { lsns: orphans };
-                    if self.ps.request(term, op, &still).await.is_err() {
+                    if self.ps.request(epoch, op, &still).await.is_err() {
                         return;
                     }
                 }
@@ -725,15 +745,16 @@ impl Node {
         }
         {
             let mut c = lock(&self.core);
-            if c.epoch != epoch || !(c.raft.role() == Role::Leader && c.raft.term() == term) {
+            if c.generation != gen || !(c.raft.role() == Role::Leader && c.raft.term() == term) {
                 return;
             }
+            c.lead_epoch = epoch;
             let n = c.store.ingest.len();
             c.store.drain_into_stable();
             self.note(
                 "step-up",
                 format!(
-                    "term {term}: drained {n} ingest entries into stable over checkpoint {}",
+                    "term {term}: epoch {epoch}, drained {n} ingest entries into stable over checkpoint {}",
                     c.store.base.meta.id
                 ),
             );
@@ -744,7 +765,7 @@ impl Node {
     /// One leader checkpoint. `force` publishes even when nothing changed (step-up ends with
     /// one, so followers learn the new leader's base).
     async fn checkpoint_once(&self, force: bool) {
-        let (term, epoch, cut, base) = {
+        let (term, epoch, gen, cut, base) = {
             let mut c = lock(&self.core);
             if c.store.mode() != Mode::Leader {
                 return;
@@ -756,9 +777,15 @@ impl Node {
                 c.store.fail_checkpoint(); // nothing to do; put the (empty) cut back
                 return;
             }
-            (c.lead_term, c.epoch, cut, c.store.base.clone())
+            (
+                c.lead_term,
+                c.lead_epoch,
+                c.generation,
+                cut,
+                c.store.base.clone(),
+            )
         };
-        let still = || self.leading(term, epoch);
+        let still = || self.leading(term, gen);
         let id = base.meta.id + 1;
         let leak = self.cfg.knobs.on(KnownBug::BytesTotalLeak);
         let mut r = Reconciliation::new(checkpoint::plan(&base, &cut), leak);
@@ -775,18 +802,18 @@ impl Node {
                 base_lsn: w.base_lsn,
                 bytes: w.bytes.clone(),
             };
-            match self.ps.request(term, op, &still).await {
+            match self.ps.request(epoch, op, &still).await {
                 Ok(PsResult::Lsn(lsn)) => {
                     let mut c = lock(&self.core);
-                    if c.epoch != epoch {
+                    if c.generation != gen {
                         return;
                     }
                     r.written(i, lsn, &mut c.store.bytes_total);
                 }
-                Ok(PsResult::Fenced { term: t }) => {
+                Ok(PsResult::Fenced { epoch: t }) => {
                     self.note(
                         "checkpoint",
-                        format!("checkpoint {id} abandoned: page service fenced at term {t}"),
+                        format!("checkpoint {id} abandoned: epoch {epoch} fenced by epoch {t}"),
                     );
                     return;
                 }
@@ -805,7 +832,7 @@ impl Node {
             // Before wrap-up: recoverable. Free what was written, retry at the next checkpoint.
             let cleanup = {
                 let mut c = lock(&self.core);
-                if c.epoch != epoch {
+                if c.generation != gen {
                     return;
                 }
                 let cl = r.fail(&mut c.store.bytes_total);
@@ -828,7 +855,7 @@ impl Node {
                 let op = PsOp::Discard {
                     lsns: cleanup.discard,
                 };
-                let _ = self.ps.request(term, op, &still).await;
+                let _ = self.ps.request(epoch, op, &still).await;
             }
             return;
         }
@@ -836,7 +863,7 @@ impl Node {
         let written = r.plan.writes.len();
         let (view, frees) = {
             let mut c = lock(&self.core);
-            if c.epoch != epoch {
+            if c.generation != gen {
                 return;
             }
             r.wrap_up(&cut, id, term, &mut c.store.bytes_total)
@@ -849,12 +876,12 @@ impl Node {
         );
         match self
             .ps
-            .request(term, PsOp::Publish { id, meta }, &still)
+            .request(epoch, PsOp::Publish { id, meta }, &still)
             .await
         {
             Ok(PsResult::Lsn(lsn)) => {
                 let mut c = lock(&self.core);
-                if c.epoch != epoch {
+                if c.generation != gen {
                     return;
                 }
                 c.store.complete_checkpoint(view);
@@ -867,10 +894,12 @@ impl Node {
                     ),
                 );
             }
-            Ok(PsResult::Fenced { term: t }) => {
+            Ok(PsResult::Fenced { epoch: t }) => {
                 self.note(
                     "checkpoint",
-                    format!("checkpoint {id} abandoned at publish: fenced at term {t}"),
+                    format!(
+                        "checkpoint {id} abandoned at publish: epoch {epoch} fenced by epoch {t}"
+                    ),
                 );
                 return;
             }
@@ -885,7 +914,7 @@ impl Node {
         }
         if !frees.is_empty() {
             let lsns = frees.iter().map(|(_, c)| c.lsn).collect();
-            let _ = self.ps.request(term, PsOp::Discard { lsns }, &still).await;
+            let _ = self.ps.request(epoch, PsOp::Discard { lsns }, &still).await;
         }
     }
 

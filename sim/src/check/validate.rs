@@ -168,8 +168,8 @@ fn page_service_problems(snaps: &[NodeSnapshot], p: &PagesSnapshot, at_ms: u64) 
     for (lsn, b) in &p.blocks {
         if !referenced.contains(lsn) {
             orphans.entry(b.table.clone()).or_default().push(format!(
-                "lsn {lsn} (page {}, {} bytes, written in term {})",
-                b.page_id, b.size, b.term
+                "lsn {lsn} (page {}, {} bytes, written by n{} in epoch {})",
+                b.page_id, b.size, b.writer, b.epoch
             ));
         }
     }
