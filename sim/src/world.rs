@@ -50,11 +50,17 @@ pub const WINDOW_VOTE_SHORTER_LOG: &str = "vote-for-shorter-log";
 pub const WINDOW_PACK_FAILED: &str = "addr-pack-failed-after-put";
 /// A follower installed a newer checkpoint while applying the oplog.
 pub const WINDOW_PICKUP: &str = "checkpoint-picked-up";
-pub const WINDOWS: [&str; 4] = [
+/// The page service crashed while a leader's checkpoint was being written.
+pub const WINDOW_PS_KILLED_MID_CHECKPOINT: &str = "page-service-killed-mid-checkpoint";
+/// A leader crashed while its checkpoint was being written.
+pub const WINDOW_LEADER_KILLED_MID_CHECKPOINT: &str = "leader-killed-mid-checkpoint";
+pub const WINDOWS: [&str; 6] = [
     WINDOW_ALL_RESTARTED,
     WINDOW_VOTE_SHORTER_LOG,
     WINDOW_PACK_FAILED,
     WINDOW_PICKUP,
+    WINDOW_PS_KILLED_MID_CHECKPOINT,
+    WINDOW_LEADER_KILLED_MID_CHECKPOINT,
 ];
 
 /// A scenario's `[min, max]` latency as madsim's half-open range.
@@ -431,6 +437,18 @@ impl World {
 
     fn kill(&self, id: NodeId, why: &str) {
         let mid = self.madsim_id(id);
+        // Coverage: a kill that lands while a leader's checkpoint is being written.
+        let mid_checkpoint = self
+            .statuses()
+            .values()
+            .any(|s| s.storage.checkpoint_in_flight && (id == PAGE_SERVICE_NODE || s.id == id));
+        if mid_checkpoint {
+            self.lock().windows.insert(if id == PAGE_SERVICE_NODE {
+                WINDOW_PS_KILLED_MID_CHECKPOINT
+            } else {
+                WINDOW_LEADER_KILLED_MID_CHECKPOINT
+            });
+        }
         {
             let mut st = self.lock();
             let slot = st.slots.get_mut(&id).unwrap();
