@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{RunReport, SeedReport, Violation, ViolationKind};
+use crate::{RunReport, SeedReport, TraceEvent, Violation, ViolationKind};
 
 /// Failures shown in detail by [`run_summary`]; the rest are listed by seed only.
 pub const MAX_DETAILED_FAILURES: usize = 10;
@@ -181,6 +181,25 @@ pub fn seed_dossier(seed: &SeedReport) -> String {
     }
 
     let _ = writeln!(out, "\nreplay:\n  {}", replay_or_placeholder(&seed.replay));
+    out
+}
+
+/// One line per trace event: `   10.191796s n1         leader     term 2`. The same lines
+/// `run --trace` prints and `run --out` writes to `*.trace.txt`; control characters are
+/// flattened so one event is always one line (grep-able, diff-able).
+pub fn trace_lines<'a>(events: impl IntoIterator<Item = &'a TraceEvent>) -> String {
+    let mut out = String::new();
+    for e in events {
+        let line = format!(
+            "{:>13} {:<10} {:<10} {}",
+            secs_us(e.at_us),
+            one_line(&e.node),
+            one_line(&e.kind),
+            one_line(&e.detail)
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
     out
 }
 

@@ -314,6 +314,10 @@ fn seed_dossier_shows_trace_tail() {
 struct Element {
     name: String,
     attrs: BTreeMap<String, String>,
+    /// The enclosing element, `None` for the root.
+    parent: Option<String>,
+    /// Non-whitespace text directly inside, with entities still escaped.
+    text: String,
 }
 
 /// Tiny XML checker: balanced tags via a stack, quoted unique attributes, no raw `<`/`&` in
@@ -323,7 +327,7 @@ fn check_xml(xml: &str) -> Result<Vec<Element>, String> {
         .strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>")
         .ok_or("missing XML declaration")?;
     let mut elements = Vec::new();
-    let mut stack: Vec<String> = Vec::new();
+    let mut stack: Vec<(String, usize)> = Vec::new();
     let mut seen_root = false;
     let mut i = 0;
     let b = rest.as_bytes();
@@ -333,7 +337,7 @@ fn check_xml(xml: &str) -> Result<Vec<Element>, String> {
             let tag = &rest[i + 1..end];
             i = end + 1;
             if let Some(name) = tag.strip_prefix('/') {
-                let open = stack.pop().ok_or(format!("unexpected </{name}>"))?;
+                let (open, _) = stack.pop().ok_or(format!("unexpected </{name}>"))?;
                 if open != name {
                     return Err(format!("</{name}> closes <{open}>"));
                 }
@@ -370,9 +374,11 @@ fn check_xml(xml: &str) -> Result<Vec<Element>, String> {
             elements.push(Element {
                 name: name.to_string(),
                 attrs,
+                parent: stack.last().map(|(n, _)| n.clone()),
+                text: String::new(),
             });
             if !self_closing {
-                stack.push(name.to_string());
+                stack.push((name.to_string(), elements.len() - 1));
             }
         } else {
             let end = rest[i..].find('<').map_or(b.len(), |p| p + i);
@@ -381,6 +387,9 @@ fn check_xml(xml: &str) -> Result<Vec<Element>, String> {
                 return Err(format!("text outside root: {text:?}"));
             }
             check_chars(text, false)?;
+            if let Some(&(_, open)) = stack.last() {
+                elements[open].text.push_str(text.trim());
+            }
             i = end;
         }
     }
@@ -513,6 +522,150 @@ fn junit_is_well_formed_and_counts_match() {
     assert!(xml.contains("seed 7 [node-abort] trace 0000000000000007"));
 }
 
+/// The common JUnit schema (Jenkins / Surefire / GitLab / the junit-10 XSD): which element
+/// goes where and the attributes each one needs, with counts that add up and times as plain
+/// non-negative decimal seconds.
+fn check_junit_schema(elements: &[Element]) -> Result<(), String> {
+    let count = |e: &Element, key: &str| -> Result<u64, String> {
+        let v = e
+            .attrs
+            .get(key)
+            .ok_or(format!("<{}> lacks `{key}`: {:?}", e.name, e.attrs))?;
+        v.parse()
+            .map_err(|_| format!("<{}> `{key}`={v:?} is not a count", e.name))
+    };
+    let time = |e: &Element| -> Result<(), String> {
+        let v = e
+            .attrs
+            .get("time")
+            .ok_or(format!("<{}> lacks `time`", e.name))?;
+        let ok = v.parse::<f64>().is_ok_and(|t| t >= 0.0 && t.is_finite())
+            && v.chars().all(|c| c.is_ascii_digit() || c == '.');
+        ok.then_some(())
+            .ok_or(format!("<{}> time={v:?} is not decimal seconds", e.name))
+    };
+    let need = |e: &Element, keys: &[&str]| -> Result<(), String> {
+        for k in keys {
+            if e.attrs.get(*k).is_none_or(|v| v.is_empty()) {
+                return Err(format!("<{}> lacks `{k}`: {:?}", e.name, e.attrs));
+            }
+        }
+        Ok(())
+    };
+    let root = elements.first().ok_or("empty document")?;
+    if root.name != "testsuites" || root.parent.is_some() {
+        return Err(format!("root is <{}>, not <testsuites>", root.name));
+    }
+    let mut suite_totals = [0u64; 3];
+    let mut cases_in_suite = 0u64;
+    let mut failed_in_suite = 0u64;
+    let mut suites: Vec<&Element> = Vec::new();
+    let mut case_results: Vec<usize> = Vec::new();
+    for e in elements {
+        let parent = e.parent.as_deref();
+        match (e.name.as_str(), parent) {
+            ("testsuites", None) => {
+                need(e, &["name"])?;
+                for k in ["tests", "failures", "errors"] {
+                    count(e, k)?;
+                }
+                time(e)?;
+            }
+            ("testsuite", Some("testsuites")) => {
+                need(e, &["name"])?;
+                let t = count(e, "tests")?;
+                let f = count(e, "failures")?;
+                let er = count(e, "errors")?;
+                time(e)?;
+                if f + er > t {
+                    return Err(format!("suite {:?}: failures+errors > tests", e.attrs));
+                }
+                suite_totals[0] += t;
+                suite_totals[1] += f;
+                suite_totals[2] += er;
+                suites.push(e);
+            }
+            ("testcase", Some("testsuite")) => {
+                need(e, &["name", "classname"])?;
+                time(e)?;
+                cases_in_suite += 1;
+                case_results.push(0);
+            }
+            ("failure" | "error", Some("testcase")) => {
+                need(e, &["message", "type"])?;
+                let n = case_results.last_mut().ok_or("result outside a testcase")?;
+                *n += 1;
+                if *n > 1 {
+                    return Err("a testcase with two results".into());
+                }
+                if e.name == "failure" {
+                    failed_in_suite += 1;
+                }
+            }
+            ("skipped", Some("testcase")) => {}
+            ("system-out" | "system-err", Some("testcase" | "testsuite")) => {}
+            ("properties", Some("testsuite")) | ("property", Some("properties")) => {}
+            (name, parent) => return Err(format!("<{name}> not allowed inside {parent:?}")),
+        }
+    }
+    if suites.is_empty() {
+        return Err("no <testsuite>".into());
+    }
+    // This renderer writes one suite, so its counts must equal the elements it contains.
+    if suites.len() == 1 {
+        let s = suites[0];
+        if count(s, "tests")? != cases_in_suite || count(s, "failures")? != failed_in_suite {
+            return Err(format!(
+                "suite says tests={} failures={}, has {cases_in_suite} testcases, {failed_in_suite} failures",
+                s.attrs["tests"], s.attrs["failures"]
+            ));
+        }
+    }
+    for (i, k) in ["tests", "failures", "errors"].into_iter().enumerate() {
+        if count(root, k)? != suite_totals[i] {
+            return Err(format!("<testsuites> `{k}` is not the sum over its suites"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn junit_validates_against_the_common_schema() {
+    let mut hostile = sample_ci();
+    hostile.cases.push(CiCase {
+        scenario: "]]> <![CDATA[ & \u{1b}[31m".into(),
+        expectation: "pass".into(),
+        passed: false,
+        message: "</failure><testcase name=\"x\">".into(),
+        seeds_run: 1,
+        wall_ms: u64::MAX,
+        failing_seeds: vec![seed(
+            u64::MAX,
+            vec![violation(ViolationKind::Hang, None, u64::MAX, "\r\n\t<&>")],
+        )],
+    });
+    for report in [sample_ci(), CiReport::default(), hostile] {
+        let xml = junit::render(&report);
+        let elements = check_xml(&xml).unwrap_or_else(|e| panic!("not well-formed: {e}\n{xml}"));
+        check_junit_schema(&elements).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        // Failure bodies are escaped text, never markup.
+        for f in elements.iter().filter(|e| e.name == "failure") {
+            assert!(!f.text.contains('<'), "{}", f.text);
+        }
+    }
+    // The checker itself rejects what CI systems reject.
+    let decl = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
+    for bad in [
+        "<testsuite name=\"a\" tests=\"0\" failures=\"0\" errors=\"0\" time=\"0\"/>",
+        "<testsuites name=\"a\" tests=\"1\" failures=\"0\" errors=\"0\" time=\"0\"><testsuite name=\"s\" tests=\"1\" failures=\"0\" errors=\"0\" time=\"0\"><testcase name=\"c\" time=\"0\"/></testsuite></testsuites>",
+        "<testsuites name=\"a\" tests=\"1\" failures=\"0\" errors=\"0\" time=\"1s\"><testsuite name=\"s\" tests=\"1\" failures=\"0\" errors=\"0\" time=\"0\"><testcase name=\"c\" classname=\"k\" time=\"0\"/></testsuite></testsuites>",
+        "<testsuites name=\"a\" tests=\"2\" failures=\"0\" errors=\"0\" time=\"0\"><testsuite name=\"s\" tests=\"1\" failures=\"0\" errors=\"0\" time=\"0\"><testcase name=\"c\" classname=\"k\" time=\"0\"/></testsuite></testsuites>",
+    ] {
+        let elements = check_xml(&format!("{decl}{bad}")).unwrap();
+        assert!(check_junit_schema(&elements).is_err(), "{bad}");
+    }
+}
+
 #[test]
 fn junit_escapes_markup_and_strips_forbidden_chars() {
     let xml = junit::render(&sample_ci());
@@ -589,4 +742,27 @@ fn print_samples() {
     println!("{}", text::run_summary(&sample_run()));
     println!("{}", text::seed_dossier(&sample_run().failures[0]));
     println!("{}", junit::render(&sample_ci()));
+}
+
+#[test]
+fn trace_lines_are_one_line_per_event() {
+    let events = [
+        TraceEvent {
+            at_us: 10_191_796,
+            node: "n1".into(),
+            kind: "leader".into(),
+            detail: "term 2".into(),
+        },
+        TraceEvent {
+            at_us: 5,
+            node: "n2".into(),
+            kind: "warn".into(),
+            detail: "two\nlines\x1b[31m".into(),
+        },
+    ];
+    let text = text::trace_lines(&events);
+    assert_eq!(
+        text,
+        "   10.191796s n1         leader     term 2\n    0.000005s n2         warn       two lines [31m\n"
+    );
 }

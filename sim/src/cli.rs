@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use engine::{Knobs, KnownBug};
-use reports::{CiCase, CiReport, RunReport, ViolationKind};
+use reports::{CiCase, CiReport, RunReport, SeedReport, TraceEvent, ViolationKind};
 
 use crate::runner::{sweep, Sweep, SweepResult};
 use crate::scenario::{self, Scenario, Verdict};
@@ -108,7 +108,8 @@ pub enum Cmd {
         /// drop-drain-race, volatile-raft-term.
         #[arg(long = "bug", value_name = "NAME")]
         bugs: Vec<String>,
-        /// Write the JSON report (and one per failing seed) into DIR.
+        /// Write the JSON run report into DIR and, per failing seed, its JSON report, HTML
+        /// timeline, Perfetto trace and full text trace (the seed is re-run once for its trace).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Print the report as one JSON object on stdout.
@@ -127,9 +128,24 @@ pub enum Cmd {
     /// Re-run the failures of a saved JSON report exactly and verify their trace hashes.
     Replay {
         report: PathBuf,
-        /// Print the full event trace.
+        /// Print the full event trace (to stdout).
         #[arg(long)]
         trace: bool,
+        /// Print only the trace events within --window of this simulated time (ms).
+        #[arg(long, value_name = "T_MS")]
+        around: Option<u64>,
+        /// Half-width of the --around window, in simulated ms.
+        #[arg(long, value_name = "MS", default_value_t = 2000, requires = "around")]
+        window: u64,
+        /// Replay only this failing seed of the report.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the HTML timeline of the replayed seed to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Write the Perfetto / Chrome trace JSON of the replayed seed to FILE.
+        #[arg(long, value_name = "FILE")]
+        perfetto: Option<PathBuf>,
     },
     /// Search seeds until a known bug shows; print the seed, seeds tried and time to find.
     Hunt {
@@ -237,17 +253,35 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             let mut r = sweep(&s);
             r.report.scenario_file = Some(scenario_file(&scenario));
             print_result(&r, json, trace);
+            let mut nondet = report_nondeterminism(&r);
             if let Some(dir) = out {
-                write_out(&dir, &r)?;
+                nondet |= !write_out(&dir, &r, &s)?;
             }
-            let nondet = report_nondeterminism(&r);
             Ok(if r.report.passed() && !nondet {
                 EXIT_PASS
             } else {
                 EXIT_FAIL
             })
         }
-        Cmd::Replay { report, trace } => replay(&report, trace),
+        Cmd::Replay {
+            report,
+            trace,
+            around,
+            window,
+            seed,
+            html,
+            perfetto,
+        } => replay(
+            &report,
+            &ReplayOpts {
+                trace,
+                around_ms: around,
+                window_ms: window,
+                seed,
+                html,
+                perfetto,
+            },
+        ),
         Cmd::Hunt {
             scenario,
             bugs,
@@ -335,15 +369,7 @@ fn print_result(r: &SweepResult, json: bool, trace: bool) {
     if trace {
         for (seed, events) in &r.traces {
             eprintln!("--- trace of seed {seed} ({} events)", events.len());
-            for e in events {
-                eprintln!(
-                    "{:>12.6}s {:<10} {:<10} {}",
-                    e.at_us as f64 / 1e6,
-                    e.node,
-                    e.kind,
-                    e.detail
-                );
-            }
+            eprint!("{}", reports::text::trace_lines(events));
         }
     }
 }
@@ -355,23 +381,134 @@ fn report_nondeterminism(r: &SweepResult) -> bool {
     !r.nondeterministic.is_empty()
 }
 
-fn write_out(dir: &Path, r: &SweepResult) -> Result<(), UsageError> {
-    let name = &r.report.scenario;
+/// A scenario name as a file-name part: anything but `[A-Za-z0-9._-]` becomes `_`, so a
+/// scenario file's `name` can never point a report outside `--out`.
+fn file_part(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match s.trim_start_matches('.') {
+        "" => "scenario".to_string(),
+        t => t.to_string(),
+    }
+}
+
+/// Writes the run report and, per failing seed, `<scenario>-seed-<S>.json`, `.html`,
+/// `.perfetto.json` and `.trace.txt`, each atomically. The last three need the seed's full
+/// trace, so each failing seed is re-run once with it kept (unless `--trace` already kept it);
+/// returns false if a re-run's trace hash differs from the sweep's (reported loudly, and the
+/// seed's trace files are not written: they would describe a different execution).
+fn write_out(dir: &Path, r: &SweepResult, s: &Sweep) -> Result<bool, UsageError> {
+    let name = file_part(&r.report.scenario);
     let run = reports::json::to_string_pretty(&r.report)?;
-    reports::write_atomic(&dir.join(format!("{name}-run.json")), run.as_bytes())?;
+    write_file(&dir.join(format!("{name}-run.json")), run.as_bytes())?;
     for f in &r.report.failures {
-        let mut one = RunReport::new(name.clone());
+        let mut one = RunReport::new(r.report.scenario.clone());
         one.scenario_file = r.report.scenario_file.clone();
         one.bugs = r.report.bugs.clone();
         one.wall_ms = f.wall_ms;
         one.add(f.clone());
         let s = reports::json::to_string_pretty(&one)?;
-        reports::write_atomic(
+        write_file(
             &dir.join(format!("{name}-seed-{}.json", f.seed)),
             s.as_bytes(),
         )?;
     }
-    Ok(())
+
+    let mut reproduced = true;
+    let mut written = 0;
+    // Batches of a few seeds: full traces can be large, so never hold many at once.
+    for batch in r.report.failures.chunks(s.jobs.clamp(1, 64) * 2) {
+        let missing: Vec<u64> = batch
+            .iter()
+            .map(|f| f.seed)
+            .filter(|seed| !r.traces.contains_key(seed))
+            .collect();
+        let rerun = (!missing.is_empty()).then(|| {
+            sweep(&Sweep {
+                scenario: s.scenario.clone(),
+                scenario_arg: s.scenario_arg.clone(),
+                knobs: s.knobs.clone(),
+                seeds: missing,
+                jobs: s.jobs,
+                fail_fast: false,
+                keep_full_trace: true,
+                progress: false,
+                determinism_every: 0,
+            })
+        });
+        for f in batch {
+            let (trace, hash) = match (r.traces.get(&f.seed), &rerun) {
+                (Some(t), _) => (t, f.trace_hash.as_str()),
+                (None, Some(rr)) => {
+                    let now = rr.all.iter().find(|x| x.seed == f.seed);
+                    match (rr.traces.get(&f.seed), now) {
+                        (Some(t), Some(now)) => (t, now.trace_hash.as_str()),
+                        _ => continue,
+                    }
+                }
+                (None, None) => continue,
+            };
+            if hash != f.trace_hash {
+                eprintln!(
+                    "faultline: NON-DETERMINISM: seed {} re-run for its timeline gave trace hash {hash}, \
+                     the run gave {}; its .html/.perfetto.json/.trace.txt are not written",
+                    f.seed, f.trace_hash
+                );
+                reproduced = false;
+                continue;
+            }
+            let stem = dir.join(format!("{name}-seed-{}", f.seed));
+            write_trace_files(&stem, &r.report.scenario, f, trace)?;
+            written += 1;
+        }
+    }
+    eprintln!(
+        "faultline: wrote {} with {} failing seed(s) ({written} with .html, .perfetto.json, .trace.txt)",
+        dir.display(),
+        r.report.failures.len()
+    );
+    Ok(reproduced)
+}
+
+/// `<stem>.html`, `<stem>.perfetto.json` and `<stem>.trace.txt` of one seed.
+fn write_trace_files(
+    stem: &Path,
+    scenario: &str,
+    seed: &SeedReport,
+    trace: &[TraceEvent],
+) -> Result<(), UsageError> {
+    let timeline = reports::timeline::Timeline::build(seed, trace);
+    let with_ext = |ext: &str| {
+        let mut p = stem.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    write_file(
+        &with_ext(".html"),
+        reports::html::render_timeline(scenario, seed, &timeline).as_bytes(),
+    )?;
+    write_file(
+        &with_ext(".perfetto.json"),
+        reports::perfetto::render_timeline(scenario, seed, &timeline).as_bytes(),
+    )?;
+    write_file(
+        &with_ext(".trace.txt"),
+        reports::text::trace_lines(trace).as_bytes(),
+    )
+}
+
+/// [`reports::write_atomic`] with the path in the error message.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), UsageError> {
+    reports::write_atomic(path, bytes)
+        .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))
 }
 
 fn read_report(path: &Path) -> Result<RunReport, UsageError> {
@@ -400,7 +537,16 @@ fn merge(paths: &[PathBuf], json: bool) -> Result<i32, UsageError> {
     })
 }
 
-fn replay(path: &Path, trace: bool) -> Result<i32, UsageError> {
+struct ReplayOpts {
+    trace: bool,
+    around_ms: Option<u64>,
+    window_ms: u64,
+    seed: Option<u64>,
+    html: Option<PathBuf>,
+    perfetto: Option<PathBuf>,
+}
+
+fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
     let saved = read_report(path)?;
     let arg = saved
         .scenario_file
@@ -420,8 +566,31 @@ fn replay(path: &Path, trace: bool) -> Result<i32, UsageError> {
             path.display()
         )));
     }
+    let failures: Vec<&SeedReport> = saved
+        .failures
+        .iter()
+        .filter(|f| o.seed.is_none_or(|s| s == f.seed))
+        .collect();
+    if failures.is_empty() {
+        let seeds: Vec<String> = saved.failures.iter().map(|f| f.seed.to_string()).collect();
+        return Err(UsageError(format!(
+            "{}: seed {} is not among the report's failing seeds ({})",
+            path.display(),
+            o.seed.unwrap_or_default(),
+            seeds.join(", ")
+        )));
+    }
+    if failures.len() > 1 && (o.html.is_some() || o.perfetto.is_some()) {
+        return Err(UsageError(format!(
+            "{}: the report has {} failing seeds; pick one with --seed for --html/--perfetto",
+            path.display(),
+            failures.len()
+        )));
+    }
+    let keep_full_trace =
+        o.trace || o.around_ms.is_some() || o.html.is_some() || o.perfetto.is_some();
     let mut code = EXIT_PASS;
-    for f in &saved.failures {
+    for f in failures {
         let s = Sweep {
             scenario: scn.clone(),
             scenario_arg: arg.clone(),
@@ -429,13 +598,61 @@ fn replay(path: &Path, trace: bool) -> Result<i32, UsageError> {
             seeds: vec![f.seed],
             jobs: 1,
             fail_fast: false,
-            keep_full_trace: trace,
+            keep_full_trace,
             progress: false,
             determinism_every: 0,
         };
-        let r = sweep(&s);
+        let mut r = sweep(&s);
+        if keep_full_trace {
+            // The trace view below replaces the dossier's tail of the last events.
+            for failed in &mut r.report.failures {
+                failed.trace_tail.clear();
+            }
+        }
+        print_result(&r, false, false);
         let now = &r.all[0];
-        print_result(&r, false, trace);
+        let trace = r.traces.get(&f.seed).map_or(&[][..], Vec::as_slice);
+        // Render the saved report (its replay command) when the replay reproduced it; after a
+        // mismatch only the new run's report describes this trace.
+        let shown = if now.trace_hash == f.trace_hash {
+            f
+        } else {
+            now
+        };
+        if let Some(t_ms) = o.around_ms {
+            let lo_us = t_ms.saturating_sub(o.window_ms).saturating_mul(1000);
+            let hi_us = t_ms.saturating_add(o.window_ms).saturating_mul(1000);
+            let window: Vec<&TraceEvent> = trace
+                .iter()
+                .filter(|e| (lo_us..=hi_us).contains(&e.at_us))
+                .collect();
+            println!(
+                "--- trace of seed {} within {} ms of {} ({} of {} events)",
+                f.seed,
+                o.window_ms,
+                reports::text::secs_ms(t_ms),
+                window.len(),
+                trace.len()
+            );
+            print!("{}", reports::text::trace_lines(window));
+        } else if o.trace {
+            println!("--- trace of seed {} ({} events)", f.seed, trace.len());
+            print!("{}", reports::text::trace_lines(trace));
+        }
+        if let Some(file) = &o.html {
+            write_file(
+                file,
+                reports::html::render(&saved.scenario, shown, trace).as_bytes(),
+            )?;
+            println!("wrote {}", file.display());
+        }
+        if let Some(file) = &o.perfetto {
+            write_file(
+                file,
+                reports::perfetto::render(&saved.scenario, shown, trace).as_bytes(),
+            )?;
+            println!("wrote {}", file.display());
+        }
         if now.trace_hash == f.trace_hash {
             println!(
                 "replay of seed {}: trace hash {} matches the report",
@@ -445,6 +662,10 @@ fn replay(path: &Path, trace: bool) -> Result<i32, UsageError> {
             println!(
                 "replay of seed {}: TRACE HASH MISMATCH: report {} vs now {} (non-determinism or a changed binary)",
                 f.seed, f.trace_hash, now.trace_hash
+            );
+            eprintln!(
+                "faultline: TRACE HASH MISMATCH replaying seed {}: this is not the execution the report describes",
+                f.seed
             );
             code = EXIT_FAIL;
         }

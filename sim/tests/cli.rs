@@ -305,3 +305,130 @@ fn essence(report: &serde_json::Value) -> Vec<(u64, String, String)> {
         })
         .collect()
 }
+
+/// Simulated microseconds of a trace line (`   10.191796s n1  leader  term 2`).
+fn line_us(line: &str) -> Option<u64> {
+    let secs = line.split_whitespace().next()?.strip_suffix('s')?;
+    let (whole, frac) = secs.split_once('.')?;
+    Some(whole.parse::<u64>().ok()? * 1_000_000 + frac.parse::<u64>().ok()?)
+}
+
+#[test]
+fn run_out_writes_timeline_perfetto_and_trace_and_replay_around_prints_a_window() {
+    let d = tmpdir("timeline");
+    let scn = "simultaneous-restart-volatile-term";
+    let o = faultline(&["run", scn, "--seed", "1", "--out", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "seed 1 fails: {}", stdout(&o));
+    assert!(!stderr(&o).contains("NON-DETERMINISM"), "{}", stderr(&o));
+    let file = |ext: &str| d.join(format!("{scn}-seed-1{ext}"));
+    for ext in [".json", ".html", ".perfetto.json", ".trace.txt"] {
+        assert!(file(ext).is_file(), "--out wrote {ext}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "atomic writes leave no temp files");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file(".json")).unwrap()).unwrap();
+    let seed = &report["failures"][0];
+    let trace = std::fs::read_to_string(file(".trace.txt")).unwrap();
+    assert_eq!(
+        trace.lines().count() as u64,
+        seed["events"].as_u64().unwrap(),
+        "the text trace is the full trace"
+    );
+    let html = std::fs::read_to_string(file(".html")).unwrap();
+    for lane in ["n1", "n2", "n3"] {
+        assert!(
+            html.contains(&format!("data-lane=\"{lane}\"")),
+            "lane {lane}"
+        );
+    }
+    let violations = seed["violations"].as_array().unwrap().len();
+    assert_eq!(html.matches("class=\"mk violation\"").count(), violations);
+    assert!(html.contains(seed["trace_hash"].as_str().unwrap()));
+    let perfetto: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file(".perfetto.json")).unwrap()).unwrap();
+    let events = perfetto["traceEvents"].as_array().unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["cat"] == "violation" && e["ph"] == "i")
+            .count(),
+        violations
+    );
+
+    // replay --around: only the events within the window, and still the same execution.
+    let (t_ms, window_ms) = (10_200u64, 50u64);
+    let o = faultline(&[
+        "replay",
+        file(".json").to_str().unwrap(),
+        "--around",
+        &t_ms.to_string(),
+        "--window",
+        &window_ms.to_string(),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "still fails: {out}");
+    assert!(out.contains("matches the report"), "{out}");
+    let body: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("--- trace of seed 1 within 50 ms of 10.200s"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("replay of seed"))
+        .collect();
+    let (lo, hi) = ((t_ms - window_ms) * 1000, (t_ms + window_ms) * 1000);
+    let expected: Vec<&str> = trace
+        .lines()
+        .filter(|l| line_us(l).is_some_and(|t| (lo..=hi).contains(&t)))
+        .collect();
+    assert!(!expected.is_empty(), "the window is not empty");
+    assert_eq!(
+        body, expected,
+        "exactly the full trace's lines in the window"
+    );
+
+    // replay --html/--perfetto write the replayed seed's renderings.
+    let html2 = d.join("replayed.html");
+    let o = faultline(&[
+        "replay",
+        file(".json").to_str().unwrap(),
+        "--html",
+        html2.to_str().unwrap(),
+        "--perfetto",
+        d.join("replayed.perfetto.json").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        std::fs::read_to_string(&html2).unwrap() == html,
+        "replay renders the same page as run --out"
+    );
+
+    // A report whose hash the replay does not reproduce is a loud failure.
+    let report = file(".json");
+    let tampered = d.join("tampered.json");
+    let text = std::fs::read_to_string(&report)
+        .unwrap()
+        .replace(seed["trace_hash"].as_str().unwrap(), "0123456789abcdef");
+    std::fs::write(&tampered, text).unwrap();
+    let o = faultline(&["replay", tampered.to_str().unwrap(), "--around", "10200"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("TRACE HASH MISMATCH"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("TRACE HASH MISMATCH"), "{}", stderr(&o));
+
+    // Usage errors exit 2 with a message, never a panic.
+    for args in [
+        vec!["--window", "10"],
+        vec!["--seed", "99"],
+        vec!["--around", "-5"],
+    ] {
+        let mut all = vec!["replay", report.to_str().unwrap()];
+        all.extend(args.iter().copied());
+        let o = faultline(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
