@@ -10,10 +10,9 @@ cd "$(dirname "$0")/.."
 unset RUSTFLAGS # it would override .cargo/config.toml's `--cfg madsim`
 
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
-# simultaneous-restart-volatile-term fails on most seeds; seed 1 loses committed data (13
-# violations across raft-safety, state-divergence, dbhash-mismatch and durability).
+# simultaneous-restart-volatile-term fails on about half its seeds; the first failing seed with
+# a node abort (committed entries lost, caught at step-up) is searched for below.
 SCENARIO=simultaneous-restart-volatile-term
-SEED=1
 OUT=target/ci/timeline
 
 fail() {
@@ -44,6 +43,14 @@ command -v python3 >/dev/null || fail "python3 is required"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
+SEED=$(cargo run --release -q -- run "$SCENARIO" --seeds 60 --json 2>/dev/null | python3 -c '
+import json, sys
+failures = json.load(sys.stdin)["failures"]
+rich = [f for f in failures if any(v["kind"] == "node-abort" for v in f["violations"])]
+print((rich or failures or [{"seed": ""}])[0]["seed"])
+') || true
+[ -n "$SEED" ] || fail "no failing seed of $SCENARIO among seeds 1-60"
+echo "check-timeline: rendering seed $SEED of $SCENARIO"
 set +e
 cargo run --release -q -- run "$SCENARIO" --seed "$SEED" --out "$OUT" >"$OUT/run.log" 2>&1
 rc=$?
