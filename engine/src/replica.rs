@@ -602,6 +602,29 @@ impl Node {
         }
     }
 
+    /// Another node claimed the page service while this one still leads (a deposed leader that
+    /// has not heard of its successor yet, or the other way round): start the step-up over
+    /// with a fresh claim. The stale leader learns of the newer term soon and stops claiming.
+    fn reclaim(self: &Arc<Self>, term: Term, gen: u64, why: String) {
+        let mut c = lock(&self.core);
+        if c.generation != gen || c.raft.role() != Role::Leader || c.raft.term() != term {
+            return;
+        }
+        c.store.step_down();
+        c.generation += 1;
+        c.store.set_mode(Mode::SteppingUp);
+        let gen = c.generation;
+        drop(c);
+        self.note(
+            "step-up",
+            format!("term {term}: claiming the page service again: {why}"),
+        );
+        let n = self.clone();
+        madsim::task::spawn(guarded(self.obs.clone(), self.id, async move {
+            n.step_up(term, gen).await
+        }));
+    }
+
     /// Whether the storage leadership `(term, generation)` still holds.
     fn leading(&self, term: Term, gen: u64) -> bool {
         let c = lock(&self.core);
@@ -637,6 +660,18 @@ impl Node {
                     return;
                 }
             };
+            if meta.term > term {
+                // Written by the leader of a newer term: this node was deposed and has not heard
+                // yet. Stand aside; raft will make it a follower.
+                self.note(
+                    "step-up",
+                    format!(
+                        "term {term}: checkpoint {} was written in term {}: standing aside",
+                        meta.id, meta.term
+                    ),
+                );
+                return;
+            }
             let base_id = lock(&self.core).store.base.meta.id;
             if meta.id > base_id {
                 // A leader's log holds every committed entry, and a checkpoint holds only
@@ -649,6 +684,9 @@ impl Node {
                         c.raft.entry(meta.applied_index).map(|e| e.term),
                     )
                 };
+                if !still() {
+                    return; // no longer leader: the log may rightly lack newer entries
+                }
                 invariant!(
                     meta.applied_index == 0 || mine.1 == Some(meta.applied_term),
                     "failed to step up: checkpoint {} ends at entry {} of term {}, but this leader's log {}",
@@ -683,9 +721,10 @@ impl Node {
                         if let Ok(PsResult::Fenced { epoch: t }) =
                             self.ps.request(epoch, check, &still).await
                         {
-                            self.note(
-                                "step-up",
-                                format!("term {term}: abandoned, epoch {epoch} fenced by epoch {t} ({e})"),
+                            self.reclaim(
+                                term,
+                                gen,
+                                format!("epoch {epoch} fenced by epoch {t} ({e})"),
                             );
                             return;
                         }
@@ -736,8 +775,13 @@ impl Node {
                         ),
                     );
                     let op = PsOp::Discard { lsns: orphans };
-                    if self.ps.request(epoch, op, &still).await.is_err() {
-                        return;
+                    match self.ps.request(epoch, op, &still).await {
+                        Ok(PsResult::Done) => {}
+                        Ok(PsResult::Fenced { epoch: t }) => {
+                            self.reclaim(term, gen, format!("epoch {epoch} fenced by epoch {t}"));
+                            return;
+                        }
+                        _ => return,
                     }
                 }
             }
@@ -764,7 +808,7 @@ impl Node {
 
     /// One leader checkpoint. `force` publishes even when nothing changed (step-up ends with
     /// one, so followers learn the new leader's base).
-    async fn checkpoint_once(&self, force: bool) {
+    async fn checkpoint_once(self: &Arc<Self>, force: bool) {
         let (term, epoch, gen, cut, base) = {
             let mut c = lock(&self.core);
             if c.store.mode() != Mode::Leader {
@@ -811,10 +855,8 @@ impl Node {
                     r.written(i, lsn, &mut c.store.bytes_total);
                 }
                 Ok(PsResult::Fenced { epoch: t }) => {
-                    self.note(
-                        "checkpoint",
-                        format!("checkpoint {id} abandoned: epoch {epoch} fenced by epoch {t}"),
-                    );
+                    let why = format!("checkpoint {id}: epoch {epoch} fenced by epoch {t}");
+                    self.reclaim(term, gen, why);
                     return;
                 }
                 Ok(other) => {
@@ -895,12 +937,8 @@ impl Node {
                 );
             }
             Ok(PsResult::Fenced { epoch: t }) => {
-                self.note(
-                    "checkpoint",
-                    format!(
-                        "checkpoint {id} abandoned at publish: epoch {epoch} fenced by epoch {t}"
-                    ),
-                );
+                let why = format!("checkpoint {id} at publish: epoch {epoch} fenced by epoch {t}");
+                self.reclaim(term, gen, why);
                 return;
             }
             Ok(other) => {

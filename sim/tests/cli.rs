@@ -362,7 +362,9 @@ fn run_out_writes_timeline_perfetto_and_trace_and_replay_around_prints_a_window(
     );
 
     // replay --around: only the events within the window, and still the same execution.
-    let (t_ms, window_ms) = (10_200u64, 50u64);
+    // Around the first violation: the trace has events there by construction.
+    let t_ms = seed["violations"][0]["at_ms"].as_u64().unwrap();
+    let window_ms = 50u64;
     let o = faultline(&[
         "replay",
         file(".json").to_str().unwrap(),
@@ -376,7 +378,12 @@ fn run_out_writes_timeline_perfetto_and_trace_and_replay_around_prints_a_window(
     assert!(out.contains("matches the report"), "{out}");
     let body: Vec<&str> = out
         .lines()
-        .skip_while(|l| !l.starts_with("--- trace of seed 1 within 50 ms of 10.200s"))
+        .skip_while(|l| {
+            !l.starts_with(&format!(
+                "--- trace of seed 1 within 50 ms of {}",
+                reports::text::secs_ms(t_ms)
+            ))
+        })
         .skip(1)
         .take_while(|l| !l.starts_with("replay of seed"))
         .collect();

@@ -91,8 +91,9 @@ fn harness_finds_incident_003_by_searching_seeds() {
     );
     let failing = r.report.failures.len();
     assert!(failing >= 20, "only {failing}/100 seeds failed");
-    // Committed entries were truncated: the raft checker sees it, and a new leader stepping up
-    // finds the newest checkpoint ahead of its log (the checkpoint proves the loss) and aborts.
+    // Committed entries were truncated: the raft checker sees it. (A later leader then stands
+    // aside from the page service, whose newest checkpoint carries the term the bug forgot, so
+    // these runs also fail liveness.)
     let data_loss: Vec<_> = r
         .report
         .failures
@@ -109,30 +110,29 @@ fn harness_finds_incident_003_by_searching_seeds() {
         "committed entries lost on only {} seeds",
         data_loss.len()
     );
-    let caught_by_checkpoint = data_loss
+    // Every loss follows a full restart; most go through the vote for a shorter, higher-term
+    // log (incident 003's step). Others lose entries to an equal-length log of a reused term.
+    let via_shorter_log = data_loss
         .iter()
         .filter(|f| {
-            f.violations.iter().any(|v| {
-                v.kind == ViolationKind::NodeAbort
-                    && v.message.contains("failed to step up: checkpoint")
-            })
+            f.windows
+                .iter()
+                .any(|x| x == sim::world::WINDOW_VOTE_SHORTER_LOG)
         })
         .count();
     assert!(
-        caught_by_checkpoint >= 5,
-        "the step-up check caught the loss on only {caught_by_checkpoint} seeds"
+        via_shorter_log * 2 >= data_loss.len(),
+        "only {via_shorter_log} of {} losses went through the shorter-log vote",
+        data_loss.len()
     );
     for f in &data_loss {
-        for w in [
-            sim::world::WINDOW_ALL_RESTARTED,
-            sim::world::WINDOW_VOTE_SHORTER_LOG,
-        ] {
-            assert!(
-                f.windows.iter().any(|x| x == w),
-                "seed {} entered race window {w}",
-                f.seed
-            );
-        }
+        assert!(
+            f.windows
+                .iter()
+                .any(|x| x == sim::world::WINDOW_ALL_RESTARTED),
+            "seed {} lost entries without a full restart",
+            f.seed
+        );
         assert!(
             f.replay.contains("--bug volatile-raft-term")
                 && f.replay.contains(&format!("--seed {}", f.seed))
@@ -192,6 +192,14 @@ fn fixed_engine_survives_checkpoint_churn_and_pack_failures() {
         "every seed saw a cookie pack fail after its put"
     );
     assert!(churn.report.windows.get(sim::world::WINDOW_PICKUP) == Some(&30));
+    // Kills really landed mid-checkpoint, and nothing acknowledged was lost (durability ran).
+    for w in [
+        sim::world::WINDOW_PS_KILLED_MID_CHECKPOINT,
+        sim::world::WINDOW_LEADER_KILLED_MID_CHECKPOINT,
+    ] {
+        let n = churn.report.windows.get(w).copied().unwrap_or(0);
+        assert!(n >= 20, "only {n}/30 seeds entered {w}");
+    }
 }
 
 /// Incident 001: with the knob on, the same failpoint schedule that the fixed engine survives
