@@ -256,9 +256,10 @@ impl Delta {
 }
 
 /// Which role the node's storage plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Mode {
     /// Applies the oplog to ingest tables and picks up the leader's checkpoints.
+    #[default]
     Follower,
     /// Won an election; still applying to ingest until the drain finishes.
     SteppingUp,
@@ -281,12 +282,6 @@ pub struct Store {
     applied_term: Term,
     applied_ts: u64,
     mode: Mode,
-}
-
-impl Default for Mode {
-    fn default() -> Self {
-        Mode::Follower
-    }
 }
 
 impl Store {

@@ -56,10 +56,10 @@ async fn run_inner(cfg: PageServiceConfig, disk: Arc<dyn Storage>, obs: Arc<dyn 
     };
     let (store, valid) = PageStore::recover(&bytes);
     let torn = bytes.len() - valid;
-    if torn > 0 {
-        if disk.replace(PAGES_FILE, &bytes[..valid]).is_err() || disk.sync(PAGES_FILE).is_err() {
-            return; // a dead incarnation's handle
-        }
+    if torn > 0
+        && (disk.replace(PAGES_FILE, &bytes[..valid]).is_err() || disk.sync(PAGES_FILE).is_err())
+    {
+        return; // a dead incarnation's handle
     }
     obs.event(
         id,

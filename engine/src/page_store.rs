@@ -202,10 +202,9 @@ impl PageStore {
                 }
             }
         }
-        if req.op.writes() {
-            if !matches!(req.op, PsOp::Fence) && req.epoch < self.epoch {
-                return (PsResult::Fenced { epoch: self.epoch }, vec![]);
-            }
+        // Writes below the newest claim are refused; a claim itself always goes through.
+        if req.op.writes() && !matches!(req.op, PsOp::Fence) && req.epoch < self.epoch {
+            return (PsResult::Fenced { epoch: self.epoch }, vec![]);
         }
         let mut out = Vec::new();
         let mut log = |s: &mut PageStore, r: Record| {

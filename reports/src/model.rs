@@ -145,6 +145,10 @@ pub struct SeedReport {
     /// Last events, for the dossier.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trace_tail: Vec<TraceEvent>,
+    /// The causal excerpt: the faults, crashes, leadership changes, truncations and failed
+    /// storage steps up to the first violation, across nodes, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causal: Vec<TraceEvent>,
     /// Free-form notes, e.g. swarm choices.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,

@@ -156,6 +156,23 @@ pub fn seed_dossier(seed: &SeedReport) -> String {
         }
     }
 
+    if !seed.causal.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ncausal excerpt (faults, crashes, leaders, truncations, failed storage steps up to the first violation):"
+        );
+        for e in &seed.causal {
+            let _ = writeln!(
+                out,
+                "  {:>12} {:<10} {:<17} {}",
+                secs_us(e.at_us),
+                one_line(&e.node),
+                one_line(&e.kind),
+                one_line(&e.detail)
+            );
+        }
+    }
+
     if !seed.trace_tail.is_empty() {
         let _ = writeln!(out, "\ntrace tail (last {} events):", seed.trace_tail.len());
         let rows: Vec<(String, String, String, String)> = seed

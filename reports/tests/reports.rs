@@ -27,6 +27,7 @@ fn seed(seed: u64, violations: Vec<Violation>) -> SeedReport {
         ops_acked: 99,
         wall_ms: 17,
         trace_tail: Vec::new(),
+        causal: Vec::new(),
         notes: Vec::new(),
         windows: Vec::new(),
     }

@@ -8,9 +8,31 @@ use reports::TraceEvent;
 /// How many trailing events a failure report keeps when the full trace is not requested.
 pub const TAIL_EVENTS: usize = 400;
 
+/// Event kinds that change what the cluster is (faults, crashes, leadership, truncation,
+/// failed or abandoned storage steps, DDL): the causal excerpt of a failure is made of these,
+/// not of the routine applies, commits, checkpoints and pick-ups around them.
+pub const CAUSAL_KINDS: [&str; 14] = [
+    "fault",
+    "kill",
+    "restart",
+    "straggler",
+    "leader",
+    "truncate",
+    "abort",
+    "crash",
+    "step-up",
+    "step-down",
+    "sweep",
+    "checkpoint-failed",
+    "pickup-failed",
+    "ddl",
+];
+const CAUSAL_KEPT: usize = 2_000;
+
 pub struct Trace {
     hasher: xxhash_rust::xxh3::Xxh3,
     tail: VecDeque<TraceEvent>,
+    causal: VecDeque<TraceEvent>,
     full: Option<Vec<TraceEvent>>,
     count: u64,
 }
@@ -20,6 +42,7 @@ impl Trace {
         Trace {
             hasher: xxhash_rust::xxh3::Xxh3::new(),
             tail: VecDeque::new(),
+            causal: VecDeque::new(),
             full: keep_full.then(Vec::new),
             count: 0,
         }
@@ -41,6 +64,12 @@ impl Trace {
         if let Some(full) = &mut self.full {
             full.push(ev.clone());
         }
+        if CAUSAL_KINDS.contains(&ev.kind.as_str()) {
+            if self.causal.len() == CAUSAL_KEPT {
+                self.causal.pop_front();
+            }
+            self.causal.push_back(ev.clone());
+        }
         if self.tail.len() == TAIL_EVENTS {
             self.tail.pop_front();
         }
@@ -58,6 +87,14 @@ impl Trace {
             .iter()
             .skip(self.tail.len().saturating_sub(n))
             .cloned()
+            .collect()
+    }
+    /// The last `n` causal events at or before `at_us`, oldest first.
+    pub fn causal_before(&self, at_us: u64, n: usize) -> Vec<TraceEvent> {
+        let upto: Vec<&TraceEvent> = self.causal.iter().filter(|e| e.at_us <= at_us).collect();
+        upto[upto.len().saturating_sub(n)..]
+            .iter()
+            .map(|e| (*e).clone())
             .collect()
     }
     pub fn take_full(&mut self) -> Option<Vec<TraceEvent>> {

@@ -267,6 +267,10 @@ fn run_seed_here(
         ops_acked: st.ops_acked,
         wall_ms: wall.elapsed().as_millis() as u64,
         trace_tail: if passed { vec![] } else { st.trace.tail(80) },
+        causal: match violations.first() {
+            Some(v) => st.trace.causal_before((v.at_ms + 1) * 1000, 40),
+            None => vec![],
+        },
         notes: std::mem::take(&mut st.notes),
         windows: st.windows.iter().map(|w| w.to_string()).collect(),
         violations,

@@ -126,6 +126,18 @@ fn harness_finds_incident_003_by_searching_seeds() {
         data_loss.len()
     );
     for f in &data_loss {
+        // The causal excerpt (up to the first violation) tells the story in order: the full
+        // restart, then a leader elected from the restarted replicas.
+        let restart = f
+            .causal
+            .iter()
+            .position(|e| e.kind == "fault" && e.detail.starts_with("restart all"));
+        assert!(
+            restart.is_some_and(|r| f.causal[r..].iter().any(|e| e.kind == "leader")),
+            "seed {}: causal excerpt {:#?}",
+            f.seed,
+            f.causal
+        );
         assert!(
             f.windows
                 .iter()
@@ -226,5 +238,23 @@ fn harness_finds_incident_001_bytes_total_leak() {
         });
         assert!(drift && orphans, "seed {}: {:#?}", f.seed, f.violations);
         assert!(f.replay.contains("--bug bytes-total-leak"));
+        // The dossier's causal excerpt names the failed checkpoint that orphaned a block the
+        // violation lists, before the violation.
+        let orphaned: Vec<String> = f
+            .violations
+            .iter()
+            .flat_map(|v| v.message.split("lsn ").skip(1))
+            .filter_map(|rest| rest.split(' ').next().map(str::to_string))
+            .collect();
+        let named = f.causal.iter().any(|e| {
+            e.kind == "checkpoint-failed"
+                && e.detail.contains("cannot free unpacked blocks")
+                && orphaned.iter().any(|l| {
+                    e.detail.contains(&format!("[{l}]")) || e.detail.contains(&format!(" {l}]"))
+                })
+        });
+        assert!(named, "seed {}: causal excerpt {:#?}", f.seed, f.causal);
+        let first_ms = f.violations[0].at_ms;
+        assert!(f.causal.iter().all(|e| e.at_us <= (first_ms + 1) * 1000));
     }
 }
