@@ -50,7 +50,6 @@ pub struct NodeStatus {
     pub last_applied: Index,
     pub last_index: Index,
     pub last_term: Term,
-    pub hashes: BTreeMap<String, CollectionHash>,
     pub storage: StorageStatus,
 }
 
@@ -63,8 +62,8 @@ pub struct StorageStatus {
     /// Documents per table in the base checkpoint's pages.
     pub base_records: BTreeMap<String, u64>,
     pub checkpoint_in_flight: bool,
-    pub dirty_len: usize,
-    pub ingest_len: usize,
+    /// The leader holds no change its checkpoints have not taken yet.
+    pub dirty_empty: bool,
     /// Oldest timestamp ingest holds anything at.
     pub ingest_min_ts: Option<u64>,
     /// The leader's live `bytes_total` counters.
@@ -75,6 +74,9 @@ pub trait Inspect: Send + Sync {
     fn status(&self) -> NodeStatus;
     /// Everything a reader would see, collection by collection.
     fn read_all(&self) -> BTreeMap<String, Collection>;
+    /// The node's own dbHash of what a reader sees (costly: hashes every document; `status`
+    /// stays cheap because the harness polls it).
+    fn hashes(&self) -> BTreeMap<String, CollectionHash>;
     /// The last `n` log entries, for failure reports.
     fn log_tail(&self, n: usize) -> Vec<Entry>;
 }

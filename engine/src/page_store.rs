@@ -128,7 +128,7 @@ enum Record {
     },
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PageStore {
     next_lsn: Lsn,
     epoch: u64,
@@ -143,9 +143,13 @@ impl PageStore {
     /// Rebuilds the store from its file; returns it and the length of the valid prefix.
     pub fn recover(bytes: &[u8]) -> (PageStore, usize) {
         let (recs, valid) = crate::frames::decode::<Record>(bytes);
+        // LSN 0 means "no base" in a cookie: the first block gets 1.
         let mut s = PageStore {
             next_lsn: 1,
-            ..PageStore::default()
+            epoch: 0,
+            blocks: BTreeMap::new(),
+            latest: None,
+            dedup: BTreeMap::new(),
         };
         for r in recs {
             s.redo(r);
@@ -189,9 +193,6 @@ impl PageStore {
 
     /// Executes a request; returns the reply and the records to make durable before sending it.
     pub fn handle(&mut self, req: PsRequest) -> (PsResult, Vec<u8>) {
-        if self.next_lsn == 0 {
-            self.next_lsn = 1;
-        }
         if matches!(req.op, PsOp::Put { .. } | PsOp::Publish { .. }) {
             if let Some((id, res)) = self.dedup.get(&(req.writer, req.session)) {
                 if *id == req.req_id {

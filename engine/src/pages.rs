@@ -109,14 +109,18 @@ pub fn verify(cookie: &Cookie, bytes: &[u8]) -> Result<PageImage, PageError> {
     PageImage::decode(bytes)
 }
 
-/// Applies a page version on top of the documents of the previous one.
-pub fn apply_image(docs: &mut Docs, image: PageImage, lsn: Lsn) -> Result<(), PageError> {
-    match image {
+/// Verifies one block of a page chain and applies it on top of the page as of the block before
+/// it. The first block of a chain must be a full image.
+pub fn apply_block(
+    docs: &mut Docs,
+    cookie: &Cookie,
+    bytes: &[u8],
+    first_of_chain: bool,
+) -> Result<(), PageError> {
+    match verify(cookie, bytes)? {
         PageImage::Full(d) => *docs = d,
+        PageImage::Delta(_) if first_of_chain => return Err(PageError::ChainStart(cookie.lsn)),
         PageImage::Delta(changes) => {
-            if lsn == 0 {
-                return Err(PageError::ChainStart(lsn));
-            }
             for (k, v) in changes {
                 match v {
                     Some(v) => docs.insert(k, v),
@@ -132,11 +136,7 @@ pub fn apply_image(docs: &mut Docs, image: PageImage, lsn: Lsn) -> Result<(), Pa
 pub fn rebuild(chain: &[(Cookie, Vec<u8>)]) -> Result<Docs, PageError> {
     let mut docs = Docs::new();
     for (i, (c, bytes)) in chain.iter().enumerate() {
-        let image = verify(c, bytes)?;
-        if i == 0 && !matches!(image, PageImage::Full(_)) {
-            return Err(PageError::ChainStart(c.lsn));
-        }
-        apply_image(&mut docs, image, c.lsn)?;
+        apply_block(&mut docs, c, bytes, i == 0)?;
     }
     Ok(docs)
 }

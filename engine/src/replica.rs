@@ -21,10 +21,10 @@ use crate::layered::{CheckpointMeta, Mode, StableView, Store};
 use crate::log_store::LogStore;
 use crate::observe::{Event, Inspect, NodeStatus, Observer, StorageStatus};
 use crate::page_store::{PsOp, PsResult, Published};
-use crate::pages::{self, Docs, Lsn, PageImage};
+use crate::pages::{self, Docs, Lsn};
 use crate::ps_client::PsClient;
 use crate::raft::{Entry, Index, NodeId, ProposeError, Raft, RaftConfig, Role, Term};
-use crate::state::Collection;
+use crate::state::{Collection, CollectionHash};
 use crate::storage::Storage;
 use crate::wire::{ClientResult, Wire, TAG};
 
@@ -161,7 +161,6 @@ impl Inspect for Inspector {
             last_applied: s.applied_index(),
             last_index: c.raft.last_index(),
             last_term: c.raft.last_term(),
-            hashes: s.hashes(),
             storage: StorageStatus {
                 mode: s.mode(),
                 base: s.base.meta.clone(),
@@ -172,8 +171,7 @@ impl Inspect for Inspector {
                     .map(|(t, ps)| (t.clone(), ps.values().map(|d| d.len() as u64).sum()))
                     .collect(),
                 checkpoint_in_flight: s.in_flight.is_some(),
-                dirty_len: s.dirty.len() + s.dirty.tables.len(),
-                ingest_len: s.ingest.len() + s.ingest.tables.len(),
+                dirty_empty: s.dirty.is_empty(),
                 ingest_min_ts: s.ingest.min_ts(),
                 bytes_total: s.bytes_total.clone(),
             },
@@ -181,6 +179,9 @@ impl Inspect for Inspector {
     }
     fn read_all(&self) -> BTreeMap<String, Collection> {
         lock(&self.0).store.read_all()
+    }
+    fn hashes(&self) -> BTreeMap<String, CollectionHash> {
+        lock(&self.0).store.hashes()
     }
     fn log_tail(&self, n: usize) -> Vec<Entry> {
         let c = lock(&self.0);
@@ -252,7 +253,7 @@ async fn load_view(
                 (Some(oc), Some(od)) if chain.starts_with(oc) => ((**od).clone(), oc.len()),
                 _ => (Docs::new(), 0),
             };
-            for cookie in &chain[from..] {
+            for (i, cookie) in chain.iter().enumerate().skip(from) {
                 let op = PsOp::Get { lsn: cookie.lsn };
                 let bytes = match ps.request_limited(0, op, keep_going, max_attempts).await {
                     Ok(PsResult::Block(b)) => b,
@@ -265,11 +266,8 @@ async fn load_view(
                     Ok(other) => return Err(format!("unexpected reply to get: {other:?}")),
                     Err(e) => return Err(e.to_string()),
                 };
-                let image = pages::verify(cookie, &bytes).map_err(|e| format!("{table}: {e}"))?;
-                if from == 0 && cookie.lsn == chain[0].lsn && !matches!(image, PageImage::Full(_)) {
-                    return Err(format!("{table} page {p}: chain starts with a delta"));
-                }
-                pages::apply_image(&mut docs, image, cookie.lsn).map_err(|e| e.to_string())?;
+                pages::apply_block(&mut docs, cookie, &bytes, i == 0)
+                    .map_err(|e| format!("{table} page {p}: {e}"))?;
             }
             loaded.insert(*p, Arc::new(docs));
         }
@@ -592,14 +590,19 @@ impl Node {
             );
         }
         if role == Role::Leader && c.store.mode() == Mode::Follower {
-            c.store.set_mode(Mode::SteppingUp);
-            c.generation += 1;
-            c.lead_term = term;
-            let (n, gen) = (self.clone(), c.generation);
-            madsim::task::spawn(guarded(self.obs.clone(), self.id, async move {
-                n.step_up(term, gen).await
-            }));
+            self.start_step_up(c, term);
         }
+    }
+
+    /// Starts a step-up for `term` as a new storage generation (older tasks stop).
+    fn start_step_up(self: &Arc<Self>, c: &mut Core, term: Term) {
+        c.store.set_mode(Mode::SteppingUp);
+        c.generation += 1;
+        c.lead_term = term;
+        let (n, gen) = (self.clone(), c.generation);
+        madsim::task::spawn(guarded(self.obs.clone(), self.id, async move {
+            n.step_up(term, gen).await
+        }));
     }
 
     /// Another node claimed the page service while this one still leads (a deposed leader that
@@ -611,18 +614,12 @@ impl Node {
             return;
         }
         c.store.step_down();
-        c.generation += 1;
-        c.store.set_mode(Mode::SteppingUp);
-        let gen = c.generation;
+        self.start_step_up(&mut c, term);
         drop(c);
         self.note(
             "step-up",
             format!("term {term}: claiming the page service again: {why}"),
         );
-        let n = self.clone();
-        madsim::task::spawn(guarded(self.obs.clone(), self.id, async move {
-            n.step_up(term, gen).await
-        }));
     }
 
     /// Whether the storage leadership `(term, generation)` still holds.
@@ -811,16 +808,12 @@ impl Node {
     async fn checkpoint_once(self: &Arc<Self>, force: bool) {
         let (term, epoch, gen, cut, base) = {
             let mut c = lock(&self.core);
-            if c.store.mode() != Mode::Leader {
-                return;
+            if c.store.mode() != Mode::Leader || (c.store.dirty.is_empty() && !force) {
+                return; // not leading, or nothing to checkpoint
             }
             let Some(cut) = c.store.begin_checkpoint() else {
                 return; // one is running
             };
-            if cut.delta.is_empty() && !force {
-                c.store.fail_checkpoint(); // nothing to do; put the (empty) cut back
-                return;
-            }
             (
                 c.lead_term,
                 c.lead_epoch,

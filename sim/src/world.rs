@@ -106,6 +106,8 @@ pub struct PagesSnapshot {
 /// What the final checkers see of one live replica.
 pub struct NodeSnapshot {
     pub status: NodeStatus,
+    /// The node's dbHash per collection.
+    pub hashes: BTreeMap<String, engine::state::CollectionHash>,
     pub data: BTreeMap<String, Collection>,
     pub log_tail: Vec<Entry>,
 }
@@ -850,7 +852,7 @@ impl World {
         // Storage at rest: the leader stepped up and checkpointed everything, the page
         // service holds that checkpoint, and every follower picked it up.
         let ls = &l.storage;
-        if ls.mode != Mode::Leader || ls.checkpoint_in_flight || ls.dirty_len > 0 {
+        if ls.mode != Mode::Leader || ls.checkpoint_in_flight || !ls.dirty_empty {
             return false;
         }
         let published = self
@@ -893,6 +895,7 @@ impl World {
             .into_iter()
             .map(|i| NodeSnapshot {
                 status: i.status(),
+                hashes: i.hashes(),
                 data: i.read_all(),
                 log_tail: i.log_tail(8),
             })

@@ -30,20 +30,15 @@ pub fn check(snaps: &[NodeSnapshot], at_ms: u64) -> Vec<Violation> {
     };
     let mut out = Vec::new();
     for s in peers.iter().filter(|s| s.status.id != reference.status.id) {
-        if s.status.hashes == reference.status.hashes {
+        if s.hashes == reference.hashes {
             continue;
         }
         let (r, n) = (reference.status.id, s.status.id);
         let mut msg = format!("n{n} differs from n{r} at applied index {max_applied}:");
-        let names: BTreeSet<&String> = reference
-            .status
-            .hashes
-            .keys()
-            .chain(s.status.hashes.keys())
-            .collect();
+        let names: BTreeSet<&String> = reference.hashes.keys().chain(s.hashes.keys()).collect();
         let mut keys_shown = 0;
         for name in names {
-            match (reference.status.hashes.get(name), s.status.hashes.get(name)) {
+            match (reference.hashes.get(name), s.hashes.get(name)) {
                 (Some(a), Some(b)) if a == b => {}
                 (Some(_), None) => msg.push_str(&format!(" collection {name} only on n{r};")),
                 (None, Some(_)) => msg.push_str(&format!(" collection {name} only on n{n};")),

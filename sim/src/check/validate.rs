@@ -53,7 +53,7 @@ fn node_problems(s: &NodeSnapshot) -> Vec<String> {
             st.last_term, st.term
         ));
     }
-    for (name, h) in &st.hashes {
+    for (name, h) in &s.hashes {
         let docs = s.data.get(name).map_or(0, |c| c.len() as u64);
         if docs != h.count {
             problems.push(format!(
