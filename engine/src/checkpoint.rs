@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::keystore::{DataKey, KeystoreRef, NONCE_LEN};
 use crate::layered::{CheckpointMeta, Cut, StableView, TableRoot, DATABASE_SIZE_BUFFER};
 use crate::pages::{
     addr_pack, page_of, Changes, Cookie, Docs, Lsn, PageError, PageId, PageImage, MAX_DELTAS,
@@ -155,6 +156,16 @@ pub fn plan(base: &StableView, cut: &Cut) -> Plan {
     }
 }
 
+impl Plan {
+    /// Encrypts every page image with the data key (`nonce` draws from the leader's seeded
+    /// stream). Sizes and checksums in the cookies are then those of the sealed blocks.
+    pub fn seal(&mut self, key: &DataKey, nonce: &mut dyn FnMut() -> [u8; NONCE_LEN]) {
+        for w in &mut self.writes {
+            w.bytes = key.seal_page(&w.table, w.page_id, w.base_lsn, &w.bytes, nonce());
+        }
+    }
+}
+
 /// Per-table `bytes_total`: the block manager's live counters on the leader.
 pub type BytesTotal = BTreeMap<String, u64>;
 
@@ -249,6 +260,7 @@ impl Reconciliation {
         cut: &Cut,
         id: u64,
         term: Term,
+        keystore: Option<KeystoreRef>,
         bytes_total: &mut BytesTotal,
     ) -> (StableView, Vec<(String, Cookie)>) {
         for (i, c) in self.cookies.iter().enumerate() {
@@ -281,6 +293,8 @@ impl Reconciliation {
             tables: BTreeMap::new(),
             database_size: 0,
             sessions: cut.sessions.clone(),
+            keystore,
+            keystore_ts: cut.keystore_ts,
         };
         let mut pages = BTreeMap::new();
         for (name, planned) in self.plan.tables {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use madsim::net::Endpoint;
 
 use crate::raft::{Index, NodeId, Op, Session, Term};
-use crate::wire::{ClientResult, Wire, TAG};
+use crate::wire::{AdminAction, ClientResult, Wire, TAG};
 
 /// How a write ended, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,27 @@ impl Client {
 
     /// Executes one write until it is acknowledged or the deadline passes.
     pub async fn write(&mut self, op: Op) -> Outcome {
+        self.execute(&|id, session| Wire::Request {
+            id,
+            session,
+            op: op.clone(),
+        })
+        .await
+    }
+
+    /// Executes one administrative command (a key rotation) like a write: acknowledged once
+    /// the operation the leader prepared for it is committed.
+    pub async fn admin(&mut self, action: AdminAction) -> Outcome {
+        self.execute(&|id, session| Wire::Admin {
+            id,
+            session,
+            action,
+        })
+        .await
+    }
+
+    /// Sends the request `make(request id, session)` until acknowledged or out of time.
+    async fn execute(&mut self, make: &(dyn Fn(u64, Option<Session>) -> Wire + Sync)) -> Outcome {
         let start = madsim::time::Instant::now();
         let deadline = Duration::from_millis(self.cfg.op_deadline_ms);
         self.op_seq += 1;
@@ -90,11 +111,7 @@ impl Client {
             let id = self.next_request;
             self.next_request += 1;
             let to = self.replicas[&self.leader_guess];
-            let req = Wire::Request {
-                id,
-                session,
-                op: op.clone(),
-            };
+            let req = make(id, session);
             if self.ep.send_to_raw(to, TAG, Box::new(req)).await.is_err() {
                 self.rotate_guess();
                 continue;

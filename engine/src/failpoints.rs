@@ -13,8 +13,12 @@ pub const ADDR_PACK: &str = "addr-pack";
 /// A page-service `put` fails before it is sent.
 pub const PAGE_PUT: &str = "page-put";
 
+/// The leader's keystore flush is slow (a loaded node): checkpoints published meanwhile carry
+/// the previous keystore page (incident 000's window).
+pub const KEYSTORE_FLUSH_SLOW: &str = "keystore-flush-slow";
+
 /// Failpoints the engine has; scenarios naming any other are refused.
-pub const IMPLEMENTED: [&str; 2] = [ADDR_PACK, PAGE_PUT];
+pub const IMPLEMENTED: [&str; 3] = [ADDR_PACK, PAGE_PUT, KEYSTORE_FLUSH_SLOW];
 
 /// Per-mille rate of each failpoint that is on, shared by the harness and every node.
 pub type FailpointRates = Arc<Mutex<BTreeMap<String, u32>>>;

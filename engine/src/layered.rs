@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keystore::{Keystore, KeystoreRef};
 use crate::pages::{Cookie, Docs, PageId};
 use crate::raft::{Entry, Index, Op, Term};
 use crate::state::{hash_collection, Collection, CollectionHash};
@@ -59,6 +60,10 @@ pub struct CheckpointMeta {
     pub database_size: u64,
     /// Client sessions at `applied_index`, so a node based on this checkpoint dedups retries.
     pub sessions: BTreeMap<u64, u64>,
+    /// The keystore page: written by an earlier flush, so it may lag the keystore at the cut.
+    pub keystore: Option<KeystoreRef>,
+    /// Timestamp of the committed keystore at the cut (what `keystore` would hold if flushed).
+    pub keystore_ts: u64,
 }
 
 impl CheckpointMeta {
@@ -169,7 +174,7 @@ impl Delta {
     /// Applies one operation; `below` says whether a table is visible in the layers underneath.
     pub fn apply(&mut self, op: &Op, ts: u64, below: &dyn Fn(&str) -> bool) {
         match op {
-            Op::Noop => {}
+            Op::Noop | Op::Rotate(_) => {}
             Op::Put {
                 collection,
                 key,
@@ -277,6 +282,8 @@ pub struct Store {
     pub ingest: Delta,
     /// The leader's block-manager counters per table (see `checkpoint`).
     pub bytes_total: BTreeMap<String, u64>,
+    /// The committed in-memory keystore: rotations take effect as they are applied.
+    pub keystore: Keystore,
     sessions: BTreeMap<u64, u64>,
     applied_index: Index,
     applied_term: Term,
@@ -285,10 +292,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store based on a checkpoint, applied up to that checkpoint.
-    pub fn from_checkpoint(base: StableView) -> Store {
+    /// A store based on a checkpoint, applied up to that checkpoint, with the keystore as of
+    /// that point.
+    pub fn from_checkpoint(base: StableView, keystore: Keystore) -> Store {
         let m = base.meta.clone();
         Store {
+            keystore,
             sessions: m.sessions.clone(),
             applied_index: m.applied_index,
             applied_term: m.applied_term,
@@ -343,6 +352,11 @@ impl Store {
                 return false;
             }
             *last = s.seq;
+        }
+        if let Op::Rotate(r) = &e.op {
+            // A rotation prepared against an older keystore lost a race: nothing to do.
+            self.keystore.apply(r, e.ts);
+            return true;
         }
         if self.mode == Mode::Leader {
             let (base, in_flight) = (&self.base, &self.in_flight);
@@ -459,6 +473,7 @@ impl Store {
             applied_term: self.applied_term,
             ts: self.applied_ts,
             sessions: self.sessions.clone(),
+            keystore_ts: self.keystore.ts,
         })
     }
 
@@ -498,6 +513,8 @@ pub struct Cut {
     pub applied_term: Term,
     pub ts: u64,
     pub sessions: BTreeMap<u64, u64>,
+    /// Timestamp of the committed keystore at the cut.
+    pub keystore_ts: u64,
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ pub mod checkpoint;
 pub mod client;
 pub mod failpoints;
 pub mod frames;
+pub mod keystore;
+pub mod kms;
 pub mod knobs;
 pub mod layered;
 pub mod log_store;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::invariant::Abort;
+use crate::keystore::{Keystore, KeystoreRef};
 use crate::layered::{CheckpointMeta, Mode};
 use crate::page_store::{BlockInfo, Published};
 use crate::pages::Lsn;
@@ -37,6 +38,13 @@ pub enum Event {
         kind: &'static str,
         detail: String,
     },
+    /// The node's in-memory keystore is now this one (at start, recovery, or a rotation).
+    Keystore {
+        ts: u64,
+        kek_version: u32,
+        cmk_version: u32,
+        why: String,
+    },
 }
 
 /// A point-in-time view of a replica for the checkers.
@@ -68,6 +76,10 @@ pub struct StorageStatus {
     pub ingest_min_ts: Option<u64>,
     /// The leader's live `bytes_total` counters.
     pub bytes_total: BTreeMap<String, u64>,
+    /// The committed in-memory keystore.
+    pub keystore: Keystore,
+    /// The newest keystore page the leader flushed (what its next checkpoint records).
+    pub keystore_flushed: Option<KeystoreRef>,
 }
 
 pub trait Inspect: Send + Sync {
@@ -96,5 +108,7 @@ pub trait Observer: Send + Sync {
 /// What the harness may see of the page service.
 pub trait InspectPages: Send + Sync {
     fn blocks(&self) -> BTreeMap<Lsn, BlockInfo>;
+    /// A block's bytes (for checkers that open the pages).
+    fn block(&self, lsn: Lsn) -> Option<Arc<Vec<u8>>>;
     fn latest(&self) -> Option<Published>;
 }

@@ -33,6 +33,9 @@ impl InspectPages for Inspector {
     fn blocks(&self) -> BTreeMap<Lsn, BlockInfo> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).blocks()
     }
+    fn block(&self, lsn: Lsn) -> Option<Arc<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).block(lsn)
+    }
     fn latest(&self) -> Option<Published> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).latest()
     }

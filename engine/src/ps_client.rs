@@ -1,4 +1,4 @@
-//! A replica's client of the page service: request ids that stay the same across retries (the
+//! A replica's clients of the page service and the KMS: request ids that stay the same across retries (the
 //! service answers a retry with its first result), per-attempt timeouts, and retrying for as
 //! long as the caller's condition holds (e.g. "still leader in this term").
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use madsim::net::Endpoint;
 
+use crate::kms::{KmsOp, KmsRequest, KmsResult};
 use crate::page_store::{PsOp, PsRequest, PsResult};
 use crate::raft::NodeId;
 use crate::wire::{Wire, TAG};
@@ -20,19 +21,102 @@ pub enum RpcError {
     /// The caller's condition stopped holding before an answer came.
     #[error("abandoned (no longer wanted)")]
     Abandoned,
-    #[error("page service unreachable after {attempts} attempts")]
+    #[error("service unreachable after {attempts} attempts")]
     Unreachable { attempts: u32 },
 }
 
-pub struct PsClient {
+/// One endpoint's request/reply plumbing, shared by the node's page-service lanes and its KMS
+/// client: request ids come from one counter, and a router hands each reply to its waiter.
+struct Rpc {
     ep: Arc<Endpoint>,
+    next_id: AtomicU64,
+    waiters: Mutex<BTreeMap<u64, oneshot::Sender<Wire>>>,
+    attempt_timeout: Duration,
+    retry_pause: Duration,
+}
+
+impl Rpc {
+    async fn bind(bind: SocketAddr) -> std::io::Result<Arc<Rpc>> {
+        let ep = Arc::new(Endpoint::bind(bind).await?);
+        let rpc = Arc::new(Rpc {
+            ep: ep.clone(),
+            next_id: AtomicU64::new(1),
+            waiters: Mutex::new(BTreeMap::new()),
+            attempt_timeout: Duration::from_millis(300),
+            retry_pause: Duration::from_millis(50),
+        });
+        let weak = Arc::downgrade(&rpc);
+        madsim::task::spawn(async move {
+            while let Ok((payload, _)) = ep.recv_from_raw(TAG).await {
+                let Some(rpc) = weak.upgrade() else { return };
+                let Ok(w) = payload.downcast::<Wire>() else {
+                    continue;
+                };
+                let req_id = match &*w {
+                    Wire::PsReply { req_id, .. } | Wire::KmsReply { req_id, .. } => *req_id,
+                    _ => continue,
+                };
+                let tx = rpc
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&req_id);
+                if let Some(tx) = tx {
+                    let _ = tx.send(*w);
+                }
+            }
+        });
+        Ok(rpc)
+    }
+
+    /// Sends the request `make(req_id)` to `to` until answered, retrying with the same request
+    /// id while `keep_going()` holds, at most `max_attempts` times.
+    async fn call(
+        &self,
+        to: SocketAddr,
+        make: &(dyn Fn(u64) -> Wire + Sync),
+        keep_going: &(dyn Fn() -> bool + Sync),
+        max_attempts: u32,
+    ) -> Result<Wire, RpcError> {
+        let req_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req_id, tx);
+        let req = make(req_id);
+        let mut attempts = 0;
+        let out = loop {
+            if !keep_going() {
+                break Err(RpcError::Abandoned);
+            }
+            if attempts == max_attempts {
+                break Err(RpcError::Unreachable { attempts });
+            }
+            attempts += 1;
+            let _ = self.ep.send_to_raw(to, TAG, Box::new(req.clone())).await;
+            match madsim::time::timeout(self.attempt_timeout, &mut rx).await {
+                Ok(Ok(reply)) => break Ok(reply),
+                Ok(Err(_)) => break Err(RpcError::Abandoned), // router gone: node shutting down
+                Err(_) => madsim::time::sleep(self.retry_pause).await,
+            }
+        };
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&req_id);
+        out
+    }
+}
+
+/// A page-service client: one session (lane) of requests. Writes within a session must not
+/// overlap (the service refuses a request older than the session's newest), so a task that
+/// writes concurrently with others takes its own [`PsClient::lane`].
+pub struct PsClient {
+    rpc: Arc<Rpc>,
     service: SocketAddr,
     me: NodeId,
     session: u64,
-    next_id: AtomicU64,
-    waiters: Mutex<BTreeMap<u64, oneshot::Sender<PsResult>>>,
-    attempt_timeout: Duration,
-    retry_pause: Duration,
 }
 
 impl PsClient {
@@ -45,36 +129,30 @@ impl PsClient {
         me: NodeId,
         session: u64,
     ) -> std::io::Result<Arc<PsClient>> {
-        let ep = Arc::new(Endpoint::bind(bind).await?);
-        let c = Arc::new(PsClient {
-            ep: ep.clone(),
+        Ok(Arc::new(PsClient {
+            rpc: Rpc::bind(bind).await?,
             service,
             me,
             session,
-            next_id: AtomicU64::new(1),
-            waiters: Mutex::new(BTreeMap::new()),
-            attempt_timeout: Duration::from_millis(300),
-            retry_pause: Duration::from_millis(50),
-        });
-        let weak = Arc::downgrade(&c);
-        madsim::task::spawn(async move {
-            while let Ok((payload, _)) = ep.recv_from_raw(TAG).await {
-                let Some(c) = weak.upgrade() else { return };
-                if let Ok(w) = payload.downcast::<Wire>() {
-                    if let Wire::PsReply { req_id, result } = *w {
-                        let tx = c
-                            .waiters
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&req_id);
-                        if let Some(tx) = tx {
-                            let _ = tx.send(result);
-                        }
-                    }
-                }
-            }
-        });
-        Ok(c)
+        }))
+    }
+
+    /// Another session over the same endpoint, for a task whose writes run beside this one's.
+    pub fn lane(&self, session: u64) -> PsClient {
+        PsClient {
+            rpc: self.rpc.clone(),
+            service: self.service,
+            me: self.me,
+            session,
+        }
+    }
+
+    /// A KMS client over the same endpoint.
+    pub fn kms(&self, service: SocketAddr) -> KmsClient {
+        KmsClient {
+            rpc: self.rpc.clone(),
+            service,
+        }
     }
 
     /// Sends `op` (as a writer of `epoch`; readers pass 0) until answered, retrying with the same request id while `keep_going()` holds.
@@ -95,42 +173,52 @@ impl PsClient {
         keep_going: &(dyn Fn() -> bool + Sync),
         max_attempts: u32,
     ) -> Result<PsResult, RpcError> {
-        let req_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(req_id, tx);
-        let req = PsRequest {
-            writer: self.me,
-            session: self.session,
-            req_id,
-            epoch,
-            op,
+        let make = |req_id| {
+            Wire::Ps(PsRequest {
+                writer: self.me,
+                session: self.session,
+                req_id,
+                epoch,
+                op: op.clone(),
+            })
         };
-        let mut attempts = 0;
-        let out = loop {
-            if !keep_going() {
-                break Err(RpcError::Abandoned);
-            }
-            if attempts == max_attempts {
-                break Err(RpcError::Unreachable { attempts });
-            }
-            attempts += 1;
-            let _ = self
-                .ep
-                .send_to_raw(self.service, TAG, Box::new(Wire::Ps(req.clone())))
-                .await;
-            match madsim::time::timeout(self.attempt_timeout, &mut rx).await {
-                Ok(Ok(result)) => break Ok(result),
-                Ok(Err(_)) => break Err(RpcError::Abandoned), // router gone: node shutting down
-                Err(_) => madsim::time::sleep(self.retry_pause).await,
-            }
+        match self
+            .rpc
+            .call(self.service, &make, keep_going, max_attempts)
+            .await?
+        {
+            Wire::PsReply { result, .. } => Ok(result),
+            other => unreachable!("the router hands a page-service waiter {other:?}"),
+        }
+    }
+}
+
+/// A KMS client: wraps and unwraps through the KMS node, retrying while it is down.
+pub struct KmsClient {
+    rpc: Arc<Rpc>,
+    service: SocketAddr,
+}
+
+impl KmsClient {
+    pub async fn request(
+        &self,
+        op: KmsOp,
+        keep_going: &(dyn Fn() -> bool + Sync),
+        max_attempts: u32,
+    ) -> Result<KmsResult, RpcError> {
+        let make = |req_id| {
+            Wire::Kms(KmsRequest {
+                req_id,
+                op: op.clone(),
+            })
         };
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&req_id);
-        out
+        match self
+            .rpc
+            .call(self.service, &make, keep_going, max_attempts)
+            .await?
+        {
+            Wire::KmsReply { result, .. } => Ok(result),
+            other => unreachable!("the router hands a KMS waiter {other:?}"),
+        }
     }
 }

@@ -38,6 +38,8 @@ pub enum Op {
     DropCollection {
         name: String,
     },
+    /// A key rotation, with the wrapped key material the leader prepared.
+    Rotate(crate::keystore::Rotation),
 }
 
 /// Identifies one client operation across its retries, so a retried write that was already

@@ -52,7 +52,8 @@ impl StateMachine {
             *last = s.seq;
         }
         match &e.op {
-            Op::Noop => {}
+            // Key rotations change the keystore, not the documents (see `layered::Store`).
+            Op::Noop | Op::Rotate(_) => {}
             Op::Put {
                 collection,
                 key,

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kms::{KmsRequest, KmsResult};
 use crate::page_store::{PsRequest, PsResult};
 use crate::raft::{Index, Message, NodeId, Op, Session, Term};
 
@@ -14,6 +15,8 @@ pub const REPLICA_PORT: u16 = 7000;
 pub const PS_CLIENT_PORT: u16 = 7001;
 /// Port the page service listens on.
 pub const PAGE_SERVICE_PORT: u16 = 7100;
+/// Port the KMS listens on.
+pub const KMS_PORT: u16 = 7200;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wire {
@@ -27,6 +30,13 @@ pub enum Wire {
         session: Option<Session>,
         op: Op,
     },
+    /// An administrative command (key rotation): the leader prepares the operation itself
+    /// (with the KMS) and answers once it is committed, like a write.
+    Admin {
+        id: u64,
+        session: Option<Session>,
+        action: AdminAction,
+    },
     Reply {
         id: u64,
         result: ClientResult,
@@ -37,6 +47,18 @@ pub enum Wire {
         req_id: u64,
         result: PsResult,
     },
+    /// A request to the KMS.
+    Kms(KmsRequest),
+    KmsReply {
+        req_id: u64,
+        result: KmsResult,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminAction {
+    RotateKek,
+    RotateCmk,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

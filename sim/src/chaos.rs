@@ -136,6 +136,15 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
                 down_ms: [100, 3_000],
                 straggler_ms: None,
             },
+            // The KMS goes away for a while: key unwraps wait, pick-ups retry later.
+            "kill_kms" => TimelineItem::Restart {
+                at_ms: 0,
+                nodes: Selector::Kms,
+                down_ms: [100, 3_000],
+                straggler_ms: None,
+            },
+            "rotate_kek" => TimelineItem::RotateKek { at_ms: 0 },
+            "rotate_cmk" => TimelineItem::RotateCmk { at_ms: 0 },
             "failpoint" => {
                 let names = engine::failpoints::IMPLEMENTED;
                 TimelineItem::Failpoint {

@@ -126,7 +126,7 @@ pub struct FailpointSpec {
 }
 
 /// Fault kinds the chaos controller can inject with this engine.
-pub const CHAOS_FAULTS: [&str; 12] = [
+pub const CHAOS_FAULTS: [&str; 15] = [
     "kill",
     "restart_all",
     "partition",
@@ -139,6 +139,9 @@ pub const CHAOS_FAULTS: [&str; 12] = [
     "drop_collection",
     "kill_page_service",
     "failpoint",
+    "kill_kms",
+    "rotate_kek",
+    "rotate_cmk",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -540,12 +543,6 @@ impl Scenario {
                             format!("`n{n}` but the cluster has {} replicas", self.replicas),
                         )
                     }
-                    Selector::Kms => {
-                        return err(
-                            with(field),
-                            format!("`{sel}` is not part of this engine yet"),
-                        )
-                    }
                     _ => {}
                 }
             }
@@ -578,15 +575,6 @@ impl Scenario {
                     if let Err(msg) = check_failpoint(name, *per_mille) {
                         return err(with("name"), msg);
                     }
-                }
-                TimelineItem::RotateKek { .. } | TimelineItem::RotateCmk { .. } => {
-                    return err(
-                        with("action"),
-                        format!(
-                            "`{}` needs the keystore, which this engine does not have yet",
-                            item.action()
-                        ),
-                    )
                 }
                 _ => {}
             }

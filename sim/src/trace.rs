@@ -9,9 +9,9 @@ use reports::TraceEvent;
 pub const TAIL_EVENTS: usize = 400;
 
 /// Event kinds that change what the cluster is (faults, crashes, leadership, truncation,
-/// failed or abandoned storage steps, DDL): the causal excerpt of a failure is made of these,
+/// failed or abandoned storage steps, DDL, key rotations): the causal excerpt of a failure is made of these,
 /// not of the routine applies, commits, checkpoints and pick-ups around them.
-pub const CAUSAL_KINDS: [&str; 14] = [
+pub const CAUSAL_KINDS: [&str; 19] = [
     "fault",
     "kill",
     "restart",
@@ -26,6 +26,11 @@ pub const CAUSAL_KINDS: [&str; 14] = [
     "checkpoint-failed",
     "pickup-failed",
     "ddl",
+    "admin",
+    "rotate",
+    "keystore",
+    "keystore-flush",
+    "pickup-skipped",
 ];
 const CAUSAL_KEPT: usize = 2_000;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use engine::client::{Client, ClientConfig, Outcome};
 use engine::raft::{NodeId, Op};
+use engine::wire::AdminAction;
 use madsim::runtime::Handle;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -109,8 +110,12 @@ async fn tracked_write(
     outcome
 }
 
-/// Issues one DDL operation from a fresh client on the client node.
-pub fn spawn_ddl(w: Arc<World>, op: Op) {
+/// Connects a one-off client (DDL, key rotations) on the client node and runs `f` with it.
+fn spawn_oneoff<F, Fut>(w: Arc<World>, f: F)
+where
+    F: FnOnce(Arc<World>, Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let Some(node) = w.client_node() else { return };
     let Some(h) = Handle::current().get_node(node) else {
         return;
@@ -118,7 +123,7 @@ pub fn spawn_ddl(w: Arc<World>, op: Op) {
     let port = DDL_PORT_BASE + w.ddl_clients.fetch_add(1, Ordering::Relaxed) % 10_000;
     h.spawn(async move {
         let bind = SocketAddr::new(IpAddr::V4(CLIENT_IP), port);
-        let Ok(mut client) = Client::connect(
+        let Ok(client) = Client::connect(
             1_000_000 + port as u64,
             bind,
             replicas(&w),
@@ -128,6 +133,21 @@ pub fn spawn_ddl(w: Arc<World>, op: Op) {
         else {
             return;
         };
+        f(w, client).await
+    });
+}
+
+/// Issues one key rotation (an administrative command) from a fresh client.
+pub fn spawn_admin(w: Arc<World>, action: AdminAction) {
+    spawn_oneoff(w, move |w, mut client| async move {
+        let outcome = client.admin(action).await;
+        w.record_client("admin", format!("{action:?} -> {outcome:?}"));
+    });
+}
+
+/// Issues one DDL operation from a fresh client on the client node.
+pub fn spawn_ddl(w: Arc<World>, op: Op) {
+    spawn_oneoff(w, move |w, mut client| async move {
         let (collection, kind) = match &op {
             Op::DropCollection { name } => (name.clone(), OpKind::DropCollection),
             Op::CreateCollection { name } => (name.clone(), OpKind::CreateCollection),

@@ -11,12 +11,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use engine::failpoints::FailpointRates;
-use engine::layered::{CheckpointMeta, Mode};
+use engine::keystore::Keystore;
+use engine::kms::{Kms, KmsConfig, KMS_NODE};
+use engine::layered::CheckpointMeta;
 use engine::observe::{Event, Inspect, InspectPages, NodeStatus, Observer};
 use engine::page_service::{PageServiceConfig, PAGE_SERVICE_NODE};
 use engine::raft::{Entry, NodeId, Op, RaftEvent, Role};
 use engine::replica::{LinkConfig, ReplicaConfig};
 use engine::state::Collection;
+use engine::wire::AdminAction;
 use engine::{Abort, Knobs};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
@@ -54,13 +57,20 @@ pub const WINDOW_PICKUP: &str = "checkpoint-picked-up";
 pub const WINDOW_PS_KILLED_MID_CHECKPOINT: &str = "page-service-killed-mid-checkpoint";
 /// A leader crashed while its checkpoint was being written.
 pub const WINDOW_LEADER_KILLED_MID_CHECKPOINT: &str = "leader-killed-mid-checkpoint";
-pub const WINDOWS: [&str; 6] = [
+/// Incident 000: a standby holding a rotated keystore met a checkpoint whose keystore page is
+/// older (a rotation applied before a stale checkpoint's pick-up).
+pub const WINDOW_STALE_KEYSTORE: &str = "stale-keystore-checkpoint";
+/// A key rotation was applied on a follower.
+pub const WINDOW_ROTATION_ON_FOLLOWER: &str = "rotation-applied-on-follower";
+pub const WINDOWS: [&str; 8] = [
     WINDOW_ALL_RESTARTED,
     WINDOW_VOTE_SHORTER_LOG,
     WINDOW_PACK_FAILED,
     WINDOW_PICKUP,
     WINDOW_PS_KILLED_MID_CHECKPOINT,
     WINDOW_LEADER_KILLED_MID_CHECKPOINT,
+    WINDOW_ROTATION_ON_FOLLOWER,
+    WINDOW_STALE_KEYSTORE,
 ];
 
 /// A scenario's `[min, max]` latency as madsim's half-open range.
@@ -71,6 +81,11 @@ fn latency_range([lo, hi]: [u64; 2]) -> std::ops::Range<Duration> {
 /// Per-mille loss as the probability madsim takes.
 fn loss_rate(per_mille: u32) -> f64 {
     per_mille as f64 / 1000.0
+}
+
+/// The page service and the KMS: nodes that are not replicas.
+fn is_service(id: NodeId) -> bool {
+    id == PAGE_SERVICE_NODE || id == KMS_NODE
 }
 
 pub fn replica_addr(id: NodeId) -> SocketAddr {
@@ -88,12 +103,20 @@ pub fn page_service_addr() -> SocketAddr {
     )
 }
 
-/// How nodes are named in traces and reports: replicas `n1`.., the page service `ps`.
+pub fn kms_addr() -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1)),
+        engine::wire::KMS_PORT,
+    )
+}
+
+/// How nodes are named in traces and reports: replicas `n1`.., the page service `ps`, the
+/// KMS `kms`.
 pub fn node_name(id: NodeId) -> String {
-    if id == PAGE_SERVICE_NODE {
-        "ps".to_string()
-    } else {
-        format!("n{id}")
+    match id {
+        PAGE_SERVICE_NODE => "ps".to_string(),
+        KMS_NODE => "kms".to_string(),
+        _ => format!("n{id}"),
     }
 }
 
@@ -101,6 +124,8 @@ pub fn node_name(id: NodeId) -> String {
 pub struct PagesSnapshot {
     pub blocks: BTreeMap<engine::pages::Lsn, engine::page_store::BlockInfo>,
     pub latest: Option<(u64, Result<CheckpointMeta, String>)>,
+    /// Fetches a block's bytes.
+    pub fetch: Arc<dyn InspectPages>,
 }
 
 /// What the final checkers see of one live replica.
@@ -121,6 +146,7 @@ pub fn op_summary(op: &Op) -> String {
         Op::Delete { collection, key } => format!("del {collection}/{key}"),
         Op::CreateCollection { name } => format!("create {name}"),
         Op::DropCollection { name } => format!("drop {name}"),
+        Op::Rotate(r) => r.summary(),
     }
 }
 
@@ -147,6 +173,10 @@ struct State {
     notes: Vec<String>,
     windows: std::collections::BTreeSet<&'static str>,
     pages: Option<Arc<dyn InspectPages>>,
+    /// Each replica incarnation's keystore timestamp, to catch it going backwards.
+    keystore_ts: BTreeMap<NodeId, u64>,
+    /// Keystore regressions seen during the run (`validate` findings).
+    keystore_regressions: Vec<Violation>,
 }
 
 pub struct World {
@@ -161,6 +191,10 @@ pub struct World {
     client_node: Mutex<Option<madsim::task::NodeId>>,
     /// Failpoint rates every node reads; the timeline and chaos change them during a run.
     failpoints: FailpointRates,
+    /// The KMS's keys (the checkers open pages the way an operator with KMS access would).
+    pub kms: Kms,
+    /// The keystore the cluster is provisioned with.
+    genesis: Keystore,
 }
 
 /// Options that do not change what a seed does, only what is kept of it.
@@ -206,6 +240,13 @@ fn run_seed_here(
     cfg.net.send_latency = latency_range([lo, hi]);
     cfg.net.packet_loss_rate = loss_rate(scn.network.loss_per_mille);
     let rt = Runtime::with_seed_and_config(seed, cfg);
+    // Key material derives from the seed: the KMS's CMKs, the provisioned KEK and data key.
+    let kms = Kms::new(derive_seed(seed, "kms", 0));
+    let genesis = {
+        let mut keys = ChaCha8Rng::seed_from_u64(derive_seed(seed, "keys", 0));
+        let mut nonces = ChaCha8Rng::seed_from_u64(derive_seed(seed, "keys", 1));
+        Keystore::genesis(&mut keys, |kek, aad| kms.wrap(1, aad, kek, &mut nonces))
+    };
     let world = Arc::new(World {
         disk: SimDisk::new(derive_seed(seed, "disk", 0), true),
         st: Mutex::new(State {
@@ -221,6 +262,8 @@ fn run_seed_here(
             notes: vec![],
             windows: Default::default(),
             pages: None,
+            keystore_ts: BTreeMap::new(),
+            keystore_regressions: vec![],
         }),
         failpoints: Arc::new(Mutex::new(
             scn.failpoints
@@ -234,6 +277,8 @@ fn run_seed_here(
         workload_stop: AtomicBool::new(false),
         ddl_clients: std::sync::atomic::AtomicU16::new(0),
         client_node: Mutex::new(None),
+        kms: kms.clone(),
+        genesis,
     });
     let w2 = world.clone();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(supervise(w2))));
@@ -360,6 +405,34 @@ impl World {
             .madsim_id = Some(node.id());
     }
 
+    fn build_kms(self: &Arc<Self>) {
+        let w = self.clone();
+        let node = Handle::current()
+            .create_node()
+            .name("kms")
+            .ip(kms_addr().ip())
+            .init(move || {
+                let w = w.clone();
+                async move {
+                    let inc = {
+                        let mut st = w.lock();
+                        let slot = st.slots.entry(KMS_NODE).or_default();
+                        slot.incarnation += 1;
+                        slot.up = true;
+                        slot.incarnation
+                    };
+                    let cfg = KmsConfig {
+                        addr: kms_addr(),
+                        seed: derive_seed(w.seed, "kms", 0),
+                        nonce_seed: derive_seed(w.seed, "kms-nonces", inc),
+                    };
+                    engine::kms::run(cfg, w.clone()).await
+                }
+            })
+            .build();
+        self.lock().slots.entry(KMS_NODE).or_default().madsim_id = Some(node.id());
+    }
+
     /// Sets a failpoint's rate (0 switches it off).
     fn set_failpoint(&self, name: &str, per_mille: u32) {
         self.failpoints
@@ -430,6 +503,8 @@ impl World {
                             pickup_interval_ms: (ckpt_ms / 2).clamp(50, 500),
                             failpoints: w.failpoints.clone(),
                             failpoint_seed: rng_seed ^ 0x6661_696c,
+                            kms: kms_addr(),
+                            keystore: w.genesis.clone(),
                         };
                         engine::replica::run(cfg, Arc::new(disk), w.clone()).await
                     }
@@ -526,6 +601,7 @@ impl World {
             Handle::current().resume(self.madsim_id(id));
         }
         Handle::current().resume(self.madsim_id(PAGE_SERVICE_NODE));
+        Handle::current().resume(self.madsim_id(KMS_NODE));
     }
 
     /// Sets the network-wide latency range (madsim has one global setting), leaving loss alone.
@@ -549,8 +625,10 @@ impl World {
         if let Some(c) = *self.client_node.lock().unwrap() {
             v.push(c);
         }
-        if !ids.contains(&PAGE_SERVICE_NODE) {
-            v.push(self.madsim_id(PAGE_SERVICE_NODE));
+        for service in [PAGE_SERVICE_NODE, KMS_NODE] {
+            if !ids.contains(&service) {
+                v.push(self.madsim_id(service));
+            }
         }
         v
     }
@@ -582,7 +660,7 @@ impl World {
             let st = self.lock();
             st.slots
                 .iter()
-                .filter(|(id, s)| s.up && **id != PAGE_SERVICE_NODE)
+                .filter(|(id, s)| s.up && !is_service(**id))
                 .map(|(id, _)| *id)
                 .collect()
         };
@@ -630,7 +708,7 @@ impl World {
                 all
             }
             Selector::PageService => vec![PAGE_SERVICE_NODE],
-            Selector::Kms => vec![], // rejected by validation
+            Selector::Kms => vec![KMS_NODE],
         }
     }
 
@@ -772,8 +850,13 @@ impl World {
                 madsim::time::sleep(Duration::from_millis(for_ms)).await;
                 self.set_failpoint(&name, self.scenario_failpoint(&name));
             }
-            TimelineItem::RotateKek { .. } | TimelineItem::RotateCmk { .. } => {
-                unreachable!("rejected by scenario validation")
+            TimelineItem::RotateKek { .. } => {
+                self.record("controller", "admin", "rotate kek".into());
+                workload::spawn_admin(self.clone(), AdminAction::RotateKek);
+            }
+            TimelineItem::RotateCmk { .. } => {
+                self.record("controller", "admin", "rotate cmk".into());
+                workload::spawn_admin(self.clone(), AdminAction::RotateCmk);
             }
         }
     }
@@ -811,6 +894,7 @@ impl World {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.start(PAGE_SERVICE_NODE);
+        self.start(KMS_NODE);
         for id in self.replicas() {
             self.start(id);
         }
@@ -828,50 +912,31 @@ impl World {
         }
     }
 
-    /// One leader, every live replica on its term and fully applied to its log end.
+    /// One leader, every live replica on its term and fully applied to its log end, storage at
+    /// rest (the leader stepped up and checkpointed everything, with its current keystore; the
+    /// page service holds that checkpoint; every follower picked it up).
     fn converged(&self) -> bool {
-        let live: Vec<NodeId> = {
+        self.convergence_gaps().is_empty()
+    }
+
+    /// What stands between the cluster and convergence, node by node (empty when converged).
+    fn convergence_gaps(&self) -> Vec<String> {
+        let (live, down): (Vec<NodeId>, Vec<NodeId>) = {
             let st = self.lock();
-            st.slots
+            let ids = st
+                .slots
                 .iter()
-                .filter(|(id, s)| s.aborted.is_none() && **id != PAGE_SERVICE_NODE)
-                .map(|(id, _)| *id)
-                .collect()
+                .filter(|(id, s)| s.aborted.is_none() && !is_service(**id));
+            let live = ids.clone().map(|(id, _)| *id).collect();
+            let down = ids.filter(|(_, s)| !s.up).map(|(id, _)| *id).collect();
+            (live, down)
         };
         let statuses = self.statuses();
-        if live.iter().any(|id| !statuses.contains_key(id)) {
-            return false;
-        }
-        let leaders: Vec<&NodeStatus> = statuses
-            .values()
-            .filter(|s| s.role == Role::Leader)
-            .collect();
-        let [l] = leaders.as_slice() else {
-            return false;
+        let published = {
+            let st = self.lock();
+            st.pages.as_ref().map(|p| p.latest().map(|l| l.id))
         };
-        // Storage at rest: the leader stepped up and checkpointed everything, the page
-        // service holds that checkpoint, and every follower picked it up.
-        let ls = &l.storage;
-        if ls.mode != Mode::Leader || ls.checkpoint_in_flight || !ls.dirty_empty {
-            return false;
-        }
-        let published = self
-            .lock()
-            .pages
-            .as_ref()
-            .and_then(|p| p.latest())
-            .map(|p| p.id);
-        if published != Some(ls.base.id) {
-            return false;
-        }
-        statuses.values().all(|s| {
-            s.term == l.term
-                && s.leader == Some(l.id)
-                && s.last_index == l.last_index
-                && s.commit == l.last_index
-                && s.last_applied == l.last_index
-                && s.storage.base.id == ls.base.id
-        })
+        check::liveness::gaps(&live, &down, &statuses, published)
     }
 
     /// What the page service holds now (`None` when it is down).
@@ -880,6 +945,7 @@ impl World {
         Some(PagesSnapshot {
             blocks: p.blocks(),
             latest: p.latest().map(|l| (l.id, CheckpointMeta::decode(&l.meta))),
+            fetch: p,
         })
     }
 
@@ -925,16 +991,6 @@ impl World {
             ));
         }
         if !converged {
-            let statuses = self.statuses();
-            let desc: Vec<String> = statuses
-                .values()
-                .map(|s| {
-                    format!(
-                        "n{} {:?} term {} leader {:?} log {} commit {} applied {}",
-                        s.id, s.role, s.term, s.leader, s.last_index, s.commit, s.last_applied
-                    )
-                })
-                .collect();
             out.push(violation(
                 ViolationKind::Liveness,
                 None,
@@ -942,7 +998,7 @@ impl World {
                 format!(
                     "cluster did not converge within {} ms after faults stopped: {}",
                     self.scn.liveness_timeout_ms,
-                    desc.join("; ")
+                    self.convergence_gaps().join("; ")
                 ),
             ));
         }
@@ -965,6 +1021,7 @@ async fn supervise(w: Arc<World>) {
         ),
     );
     w.build_page_service();
+    w.build_kms();
     w.build_replicas();
     workload::start(w.clone());
 
@@ -994,7 +1051,13 @@ async fn supervise(w: Arc<World>) {
     }
     if w.scn.has_check(Check::Validate) {
         let pages = w.pages_snapshot();
-        found.extend(check::validate::check(&snaps, pages.as_ref(), at_ms));
+        found.extend(check::validate::check(
+            &snaps,
+            pages.as_ref(),
+            &w.kms,
+            at_ms,
+        ));
+        found.append(&mut w.lock().keystore_regressions);
     }
     if w.scn.has_check(Check::Durability) {
         // Only replicas at the final commit index are compared (a lagging one is a liveness finding).
@@ -1026,6 +1089,7 @@ async fn supervise(w: Arc<World>) {
         handle.kill(w.madsim_id(id));
     }
     handle.kill(w.madsim_id(PAGE_SERVICE_NODE));
+    handle.kill(w.madsim_id(KMS_NODE));
     if let Some(c) = w.client_node() {
         handle.kill(c);
     }
@@ -1047,6 +1111,7 @@ impl Observer for World {
                 torn_bytes,
             } => {
                 st.history.restarted(node);
+                st.keystore_ts.remove(&node);
                 ("start", format!("term {term} vote {voted_for:?} log {log_len} commit {commit} torn {torn_bytes}"))
             }
             Event::Raft(r) => match r {
@@ -1109,6 +1174,34 @@ impl Observer for World {
                 )
             }
             Event::Warn(msg) => ("warn", msg),
+            Event::Keystore {
+                ts,
+                kek_version,
+                cmk_version,
+                why,
+            } => {
+                if let Some(&before) = st.keystore_ts.get(&node) {
+                    if ts < before {
+                        let v = violation(
+                            ViolationKind::Validate,
+                            Some(name.clone()),
+                            at_ms,
+                            format!(
+                                "{name}'s keystore went backwards: ts {before} -> {ts} ({why})"
+                            ),
+                        );
+                        st.keystore_regressions.push(v);
+                    }
+                }
+                st.keystore_ts.insert(node, ts);
+                if why.contains("applied on a follower") {
+                    st.windows.insert(WINDOW_ROTATION_ON_FOLLOWER);
+                }
+                (
+                    "keystore",
+                    format!("now kek v{kek_version} cmk v{cmk_version} ts {ts}: {why}"),
+                )
+            }
             Event::Storage { kind, detail } => {
                 if kind == "checkpoint-failed" && detail.contains("not above base_lsn") {
                     st.windows.insert(WINDOW_PACK_FAILED);
@@ -1116,6 +1209,10 @@ impl Observer for World {
                 if kind == "pickup" {
                     st.windows.insert(WINDOW_PICKUP);
                 }
+                if kind == "pickup-skipped" && detail.contains("StaleKeystore") {
+                    st.windows.insert(WINDOW_STALE_KEYSTORE);
+                }
+
                 (kind, detail)
             }
         };
@@ -1132,6 +1229,9 @@ impl Observer for World {
 
     fn abort(&self, node: NodeId, abort: Abort) {
         let reason = abort.to_string();
+        if reason.contains("StaleKeystore") {
+            self.lock().windows.insert(WINDOW_STALE_KEYSTORE);
+        }
         self.node_died(
             node,
             ViolationKind::NodeAbort,

@@ -51,7 +51,7 @@ fn publish(s: &mut Store, leak: bool, lsn: &mut Lsn) -> Vec<(String, Cookie)> {
     let mut r = Reconciliation::new(plan(&s.base, &cut), leak);
     let mut bt = std::mem::take(&mut s.bytes_total);
     write_all(&mut r, &mut bt, lsn, None).unwrap();
-    let (view, frees) = r.wrap_up(&cut, s.base.meta.id + 1, 1, &mut bt);
+    let (view, frees) = r.wrap_up(&cut, s.base.meta.id + 1, 1, None, &mut bt);
     s.bytes_total = bt;
     s.complete_checkpoint(view);
     frees
@@ -182,5 +182,5 @@ fn wrap_up_with_an_unpacked_block_is_fatal() {
     let cut = s.begin_checkpoint().unwrap();
     let r = Reconciliation::new(plan(&s.base, &cut), false);
     let mut bt = BytesTotal::new();
-    let _ = r.wrap_up(&cut, 1, 1, &mut bt);
+    let _ = r.wrap_up(&cut, 1, 1, None, &mut bt);
 }

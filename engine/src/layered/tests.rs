@@ -34,7 +34,7 @@ pub(crate) fn checkpoint(store: &mut Store, next_lsn: &mut u64, term: Term) -> V
         r.pack(i, false).unwrap();
     }
     let id = store.base.meta.id + 1;
-    let (view, frees) = r.wrap_up(&cut, id, term, &mut store.bytes_total);
+    let (view, frees) = r.wrap_up(&cut, id, term, None, &mut store.bytes_total);
     store.complete_checkpoint(view);
     frees.into_iter().map(|(_, c)| c.lsn).collect()
 }
@@ -99,7 +99,7 @@ fn drops_mask_the_stable_table_until_a_checkpoint_reflects_them() {
     leader.apply(&entry(1, put("a", "k", "v")));
     let mut lsn = 0;
     checkpoint(&mut leader, &mut lsn, 1);
-    let mut f = Store::from_checkpoint(leader.base.clone());
+    let mut f = Store::from_checkpoint(leader.base.clone(), Default::default());
     // Drop, re-create, write: all in ingest over a stable table that still has "a".
     let ops = [
         Op::DropCollection { name: "a".into() },
@@ -186,7 +186,7 @@ fn layered_reads_match_the_plain_state_machine() {
                         leader.fail_checkpoint();
                     } else {
                         let id = leader.base.meta.id + 1;
-                        let (view, _) = r.wrap_up(&cut, id, 1, &mut bt);
+                        let (view, _) = r.wrap_up(&cut, id, 1, None, &mut bt);
                         leader.bytes_total = bt;
                         leader.complete_checkpoint(view);
                     }

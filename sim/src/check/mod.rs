@@ -5,6 +5,7 @@
 pub mod dbhash;
 pub mod durability;
 pub mod history;
+pub mod liveness;
 pub mod validate;
 
 use reports::{Violation, ViolationKind};

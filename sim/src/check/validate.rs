@@ -1,19 +1,29 @@
 //! Per-node validation of internal consistency, like a storage engine's `validate`: the raft
 //! bookkeeping, the layered tables (ingest holds nothing the checkpoint already has, record
 //! counts match) and the block manager's accounting against what the page service really
-//! holds (`bytes_total` = Σ live block sizes, no orphaned blocks, `database_size` consistent).
+//! holds (`bytes_total` = Σ live block sizes, no orphaned blocks, `database_size` consistent),
+//! and the keys: replicas at the same applied index hold the same keystore, and every page of
+//! the newest checkpoint opens with each node's keystore. (That a node's keystore never goes
+//! backwards is checked as the run goes, from its keystore events.)
 //! Runs at rest, after the liveness phase: no checkpoint is in flight then.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use engine::keystore::{kek_aad, kek_from, Keystore};
+use engine::kms::Kms;
 use engine::layered::{CheckpointMeta, Mode, DATABASE_SIZE_BUFFER};
-use engine::pages::Lsn;
+use engine::pages::{rebuild, Lsn};
 use reports::{Violation, ViolationKind};
 
 use super::violation;
 use crate::world::{NodeSnapshot, PagesSnapshot};
 
-pub fn check(snaps: &[NodeSnapshot], pages: Option<&PagesSnapshot>, at_ms: u64) -> Vec<Violation> {
+pub fn check(
+    snaps: &[NodeSnapshot],
+    pages: Option<&PagesSnapshot>,
+    kms: &Kms,
+    at_ms: u64,
+) -> Vec<Violation> {
     let mut out = Vec::new();
     for s in snaps {
         let problems = node_problems(s);
@@ -29,7 +39,90 @@ pub fn check(snaps: &[NodeSnapshot], pages: Option<&PagesSnapshot>, at_ms: u64) 
     if let Some(p) = pages {
         out.extend(page_service_problems(snaps, p, at_ms));
     }
+    out.extend(keystore_problems(snaps, pages, kms, at_ms));
     out
+}
+
+/// Replicas applied to the same index agree on the keystore, and each node's keystore opens
+/// every page of the newest checkpoint (through the KMS, as the node itself would).
+fn keystore_problems(
+    snaps: &[NodeSnapshot],
+    pages: Option<&PagesSnapshot>,
+    kms: &Kms,
+    at_ms: u64,
+) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut by_index: BTreeMap<u64, (u8, &Keystore)> = BTreeMap::new();
+    for s in snaps {
+        let ks = &s.status.storage.keystore;
+        match by_index.get(&s.status.last_applied) {
+            Some((other, theirs)) if *theirs != ks => out.push(violation(
+                ViolationKind::Validate,
+                Some(format!("n{}", s.status.id)),
+                at_ms,
+                format!(
+                    "keystore differs from n{other}'s at applied index {}: {} vs {}",
+                    s.status.last_applied,
+                    ks.summary(),
+                    theirs.summary()
+                ),
+            )),
+            Some(_) => {}
+            None => {
+                by_index.insert(s.status.last_applied, (s.status.id, ks));
+            }
+        }
+    }
+    let Some(p) = pages else { return out };
+    let Some((id, Ok(meta))) = &p.latest else {
+        return out;
+    };
+    let mut verdicts: BTreeMap<Vec<u8>, Result<(), String>> = BTreeMap::new();
+    for s in snaps {
+        let ks = &s.status.storage.keystore;
+        let verdict = verdicts
+            .entry(ks.encode())
+            .or_insert_with(|| opens_checkpoint(ks, meta, p, kms));
+        if let Err(e) = verdict {
+            out.push(violation(
+                ViolationKind::Validate,
+                Some(format!("n{}", s.status.id)),
+                at_ms,
+                format!(
+                    "checkpoint {id} does not open with this node's keystore ({}): {e}",
+                    ks.summary()
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// Opens every page chain of `meta` with the data key of `ks`.
+fn opens_checkpoint(
+    ks: &Keystore,
+    meta: &CheckpointMeta,
+    p: &PagesSnapshot,
+    kms: &Kms,
+) -> Result<(), String> {
+    let kek = kms
+        .unwrap_key(ks.cmk_version, &kek_aad(ks.kek_version), &ks.wrapped_kek)
+        .map_err(|e| format!("the KMS does not open its KEK: {e}"))?;
+    let kek = kek_from(kek, ks.kek_version).map_err(|e| e.to_string())?;
+    let key = ks.data_key(&kek).map_err(|e| e.to_string())?;
+    for (t, root) in &meta.tables {
+        for (page, chain) in &root.pages {
+            let blocks: Option<Vec<_>> = chain
+                .iter()
+                .map(|c| Some((*c, p.fetch.block(c.lsn)?.to_vec())))
+                .collect();
+            let Some(blocks) = blocks else {
+                continue; // a missing block is reported by the page-service check
+            };
+            rebuild(t, &blocks, &key).map_err(|e| format!("table {t} page {page}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn node_problems(s: &NodeSnapshot) -> Vec<String> {
@@ -138,6 +231,36 @@ fn page_service_problems(snaps: &[NodeSnapshot], p: &PagesSnapshot, at_ms: u64) 
         .map(|s| format!("n{}", s.status.id));
     let mut referenced: BTreeSet<Lsn> = BTreeSet::new();
     let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    match meta.keystore {
+        None => problems
+            .entry("(keystore)".into())
+            .or_default()
+            .push("no keystore page".into()),
+        Some(k) => {
+            referenced.insert(k.cookie.lsn);
+            let page = p.fetch.block(k.cookie.lsn);
+            let ks = page.as_ref().map(|b| {
+                engine::pages::verify(&k.cookie, b)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| Keystore::decode(b).map_err(|e| e.to_string()))
+            });
+            let problem = match ks {
+                None => Some(format!("keystore page {} missing", k.cookie.lsn)),
+                Some(Err(e)) => Some(format!("keystore page {}: {e}", k.cookie.lsn)),
+                Some(Ok(ks)) if ks.ts != k.ts || ks.ts > meta.keystore_ts => Some(format!(
+                    "keystore page {} holds ts {}, the metadata says {} (cut at {})",
+                    k.cookie.lsn, ks.ts, k.ts, meta.keystore_ts
+                )),
+                Some(Ok(_)) => None,
+            };
+            if let Some(problem) = problem {
+                problems
+                    .entry("(keystore)".into())
+                    .or_default()
+                    .push(problem);
+            }
+        }
+    }
     for (t, root) in &meta.tables {
         let live = root.live_bytes();
         if root.bytes_total != live {
