@@ -17,8 +17,12 @@ pub const PAGE_PUT: &str = "page-put";
 /// the previous keystore page (incident 000's window).
 pub const KEYSTORE_FLUSH_SLOW: &str = "keystore-flush-slow";
 
+/// A step-up drain worker is slow between batches (a loaded node): a forced drop has longer
+/// to arrive in the middle of a table's copy (incident 002's window).
+pub const DRAIN_SLOW: &str = "drain-slow";
+
 /// Failpoints the engine has; scenarios naming any other are refused.
-pub const IMPLEMENTED: [&str; 3] = [ADDR_PACK, PAGE_PUT, KEYSTORE_FLUSH_SLOW];
+pub const IMPLEMENTED: [&str; 4] = [ADDR_PACK, PAGE_PUT, KEYSTORE_FLUSH_SLOW, DRAIN_SLOW];
 
 /// Per-mille rate of each failpoint that is on, shared by the harness and every node.
 pub type FailpointRates = Arc<Mutex<BTreeMap<String, u32>>>;

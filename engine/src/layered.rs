@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::handles::Handles;
 use crate::keystore::{Keystore, KeystoreRef};
 use crate::pages::{Cookie, Docs, PageId};
 use crate::raft::{Entry, Index, Op, Term};
@@ -284,6 +285,8 @@ pub struct Store {
     pub bytes_total: BTreeMap<String, u64>,
     /// The committed in-memory keystore: rotations take effect as they are applied.
     pub keystore: Keystore,
+    /// Handles of the ingest tables, which a step-up's drain and a forced drop contend on.
+    pub handles: Handles,
     sessions: BTreeMap<u64, u64>,
     applied_index: Index,
     applied_term: Term,
@@ -436,10 +439,78 @@ impl Store {
         self.base = view;
     }
 
-    /// Step-up drain: moves ingest into the stable tables and makes this node's writes go there.
+    /// Step-up drain all at once (tests and the reference model): every ingest table merged
+    /// into the stable changes, then writes go to the stable tables.
     pub fn drain_into_stable(&mut self) {
-        let ingest = std::mem::take(&mut self.ingest);
-        self.dirty.merge(ingest);
+        for t in self.ingest_tables() {
+            self.drain_finish(&t);
+        }
+        self.finish_step_up();
+    }
+
+    /// The ingest tables a drain has to move (dropped ones included: the drop must reach the
+    /// stable tables).
+    pub fn ingest_tables(&self) -> Vec<String> {
+        self.ingest.tables.keys().cloned().collect()
+    }
+
+    /// Step-up drain, one batch of a drain worker: copies up to `max` documents of ingest table
+    /// `table` with keys after `after` into the stable changes. Returns how many it copied and
+    /// the last key copied (`None` once the table is exhausted). Reads are unchanged: ingest
+    /// still lies on top with the same or newer versions.
+    pub fn drain_copy_batch(
+        &mut self,
+        table: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> (usize, Option<String>) {
+        invariant!(
+            self.mode == Mode::SteppingUp,
+            "storage: draining {table} in {:?} mode",
+            self.mode
+        );
+        let Some(src) = self.ingest.tables.get(table) else {
+            return (0, None);
+        };
+        let range = match after {
+            Some(k) => src
+                .docs
+                .range::<str, _>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => src.docs.range::<str, _>(..),
+        };
+        let batch: Vec<(String, (u64, Option<Vec<u8>>))> = range
+            .take(max)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let last = batch.last().map(|(k, _)| k.clone());
+        let n = batch.len();
+        self.dirty
+            .tables
+            .entry(table.to_string())
+            .or_default()
+            .docs
+            .extend(batch);
+        (n, last)
+    }
+
+    /// Step-up drain, the end of one table: what is left of it (the create or drop it carries,
+    /// keys applied behind the cursor) goes into the stable changes and the ingest table is
+    /// cleared.
+    pub fn drain_finish(&mut self, table: &str) {
+        if let Some(t) = self.ingest.tables.remove(table) {
+            let mut one = Delta::default();
+            one.tables.insert(table.to_string(), t);
+            self.dirty.merge(one);
+        }
+    }
+
+    /// Step-up done: ingest is empty, and writes go to the stable tables from now on.
+    pub fn finish_step_up(&mut self) {
+        invariant!(
+            self.ingest.is_empty(),
+            "storage: finishing step-up with {} ingest tables left",
+            self.ingest.tables.len()
+        );
         self.bytes_total = self
             .base
             .meta

@@ -125,6 +125,8 @@ pub struct ReplicaConfig {
     pub failpoints: FailpointRates,
     /// Seed of this incarnation's failpoint draws.
     pub failpoint_seed: u64,
+    /// Drain workers a step-up runs.
+    pub drain_workers: usize,
     pub kms: SocketAddr,
     /// The keystore the cluster was provisioned with (before any rotation).
     pub keystore: Keystore,
@@ -153,6 +155,11 @@ struct Core {
     ks_page: Option<KeystoreRef>,
     /// A keystore flush is running.
     ks_flushing: bool,
+    /// Committed entries not applied yet (a drop waiting for a drain worker's copy holds up
+    /// the ones behind it).
+    backlog: std::collections::VecDeque<Entry>,
+    /// The backlog entry whose `Busy` was already reported.
+    busy_note: Option<Index>,
 }
 
 struct Inspector(Arc<Mutex<Core>>);
@@ -527,6 +534,8 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
         lead_epoch: 0,
         ks_page: None,
         ks_flushing: false,
+        backlog: Default::default(),
+        busy_note: None,
     }));
     obs.attach(id, Arc::new(Inspector(core.clone())));
 
@@ -626,6 +635,16 @@ struct Node {
     failpoints: Failpoints,
 }
 
+/// Documents a drain worker copies between two yield points.
+const DRAIN_BATCH: usize = 8;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct DrainStats {
+    passes: usize,
+    tables: usize,
+    docs: usize,
+}
+
 /// A node's keystore changed (the harness checks it never goes backwards).
 fn keystore_event(ks: &Keystore, why: &str) -> Event {
     Event::Keystore {
@@ -654,8 +673,15 @@ impl Node {
                 c.raft.step(from, msg)
             }
             Input::Net(Wire::Request { id, session, op }, client) => {
-                if c.raft.role() == Role::Leader && c.store.mode() != Mode::Leader {
-                    // Stepping up: no writes before the drain is done.
+                let ddl = matches!(
+                    op,
+                    crate::raft::Op::CreateCollection { .. }
+                        | crate::raft::Op::DropCollection { .. }
+                );
+                if c.raft.role() == Role::Leader && c.store.mode() != Mode::Leader && !ddl {
+                    // Stepping up: no writes before the drain is done. DDL goes through (as a
+                    // forced drop with checkpoint_wait=false would): it is applied from the log
+                    // while the drain workers run.
                     self.reply(client, id, ClientResult::Busy);
                     return;
                 }
@@ -698,6 +724,11 @@ impl Node {
     async fn process(self: &Arc<Self>) {
         let ready = lock(&self.core).raft.take_ready();
         if ready.is_empty() {
+            let mut c = lock(&self.core);
+            if !c.backlog.is_empty() {
+                self.apply_backlog(&mut c);
+                self.follow_role(&mut c);
+            }
             return;
         }
         // The lock is not held across the fsync: inspection must not block on the disk.
@@ -730,8 +761,39 @@ impl Node {
             }
             self.send(self.cfg.members[&to], Wire::Raft { from: self.id, msg });
         }
-        for e in &ready.committed {
-            let executed = c.store.apply(e);
+        c.backlog.extend(ready.committed);
+        self.apply_backlog(&mut c);
+        if c.raft.role() != Role::Leader && !c.pending.is_empty() {
+            // Lost leadership: the outcome of pending writes is unknown to us.
+            let leader = c.raft.leader();
+            for (_, p) in std::mem::take(&mut c.pending) {
+                self.reply(p.client, p.id, ClientResult::NotLeader { leader });
+            }
+        }
+        self.follow_role(&mut c);
+        self.maybe_flush_keystore(&mut c);
+    }
+
+    /// Applies committed entries in order. A drop whose table a step-up drain holds read-locked
+    /// gets `Busy` from the handle's exclusive try-lock: it waits (with everything behind it)
+    /// and is retried at the next pass, after the copy. Raft goes on meanwhile.
+    fn apply_backlog(&self, c: &mut Core) {
+        while let Some(e) = c.backlog.front() {
+            if let crate::raft::Op::DropCollection { name } = &e.op {
+                if let Err(err) = c.store.handles.try_drop(name) {
+                    if c.busy_note != Some(e.index) {
+                        c.busy_note = Some(e.index);
+                        let why = format!(
+                            "drop {name} (index {}): {err}: a drain worker holds the table; retrying after the copy",
+                            e.index
+                        );
+                        self.note("drop-busy", why);
+                    }
+                    return;
+                }
+            }
+            let e = c.backlog.pop_front().expect("front exists");
+            let executed = c.store.apply(&e);
             if let (true, crate::raft::Op::Rotate(r)) = (executed, &e.op) {
                 let ks = &c.store.keystore;
                 let on = if c.raft.role() == Role::Leader {
@@ -779,15 +841,6 @@ impl Node {
                 self.reply(p.client, p.id, result);
             }
         }
-        if c.raft.role() != Role::Leader && !c.pending.is_empty() {
-            // Lost leadership: the outcome of pending writes is unknown to us.
-            let leader = c.raft.leader();
-            for (_, p) in std::mem::take(&mut c.pending) {
-                self.reply(p.client, p.id, ClientResult::NotLeader { leader });
-            }
-        }
-        self.follow_role(&mut c);
-        self.maybe_flush_keystore(&mut c);
     }
 
     /// Keeps the storage role in step with the raft role: step down when leadership of the
@@ -1032,17 +1085,143 @@ impl Node {
                 return;
             }
             c.lead_epoch = epoch;
-            let n = c.store.ingest.len();
-            c.store.drain_into_stable();
-            self.note(
-                "step-up",
-                format!(
-                    "term {term}: epoch {epoch}, drained {n} ingest entries into stable over checkpoint {}",
-                    c.store.base.meta.id
-                ),
-            );
         }
+        let Some(stats) = self.drain(gen).await else {
+            return; // leadership lost meanwhile
+        };
+        let base = lock(&self.core).store.base.meta.id;
+        self.note(
+            "step-up",
+            format!(
+                "term {term}: epoch {epoch}, drained {} tables ({} documents) into stable over checkpoint {base} in {} passes",
+                stats.tables, stats.docs, stats.passes
+            ),
+        );
         self.checkpoint_once(true).await;
+    }
+
+    /// Step-up drain: drain workers (tasks) move every ingest table into the stable tables in
+    /// batches, yielding between them; the applier keeps applying meanwhile, so passes repeat
+    /// until ingest is empty, and the last one makes the node a leader under the same lock.
+    /// `None` when leadership was lost (the workers release what they hold and stop).
+    async fn drain(self: &Arc<Self>, gen: u64) -> Option<DrainStats> {
+        let stats = Arc::new(Mutex::new(DrainStats::default()));
+        loop {
+            let tables = {
+                let mut c = lock(&self.core);
+                if c.generation != gen {
+                    return None;
+                }
+                let tables = c.store.ingest_tables();
+                if tables.is_empty() {
+                    c.store.finish_step_up();
+                    let s = *stats.lock().unwrap_or_else(|e| e.into_inner());
+                    return Some(s);
+                }
+                tables
+            };
+            stats.lock().unwrap_or_else(|e| e.into_inner()).passes += 1;
+            let queue = Arc::new(Mutex::new(
+                tables
+                    .into_iter()
+                    .collect::<std::collections::VecDeque<_>>(),
+            ));
+            let workers: Vec<_> = (0..self.cfg.drain_workers.max(1))
+                .map(|w| {
+                    let (n, q, st) = (self.clone(), queue.clone(), stats.clone());
+                    madsim::task::spawn(guarded(self.obs.clone(), self.id, async move {
+                        n.drain_worker(w, gen, &q, &st).await
+                    }))
+                })
+                .collect();
+            for h in workers {
+                let _ = h.await;
+            }
+        }
+    }
+
+    /// One drain worker: takes ingest tables off the queue and copies each into stable in
+    /// batches. The fixed path holds the table's read lock for the whole copy (a drop waits);
+    /// the faulty path of incident 002 (`drop-drain-race`) only pins it, so a forced drop can
+    /// remove the table under the copy and the next cursor open fails `NotFound` — fatal, as
+    /// every step-up error is.
+    async fn drain_worker(
+        &self,
+        w: usize,
+        gen: u64,
+        queue: &Mutex<std::collections::VecDeque<String>>,
+        stats: &Mutex<DrainStats>,
+    ) {
+        let pin_only = self.cfg.knobs.on(KnownBug::DropDrainRace);
+        loop {
+            let Some(t) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+                return;
+            };
+            let id = {
+                let mut c = lock(&self.core);
+                if c.generation != gen {
+                    return;
+                }
+                let id = c.store.handles.acquire(&t);
+                let held = if pin_only {
+                    c.store.handles.pin(&t, id)
+                } else {
+                    c.store.handles.read_lock(&t, id) // checks the handle is not dead
+                };
+                invariant!(
+                    held.is_ok(),
+                    "failed to step up: drain worker {w}: taking ingest table {t}: {held:?}"
+                );
+                id
+            };
+            let release = |c: &mut Core| {
+                if pin_only {
+                    c.store.handles.unpin(&t, id);
+                } else {
+                    c.store.handles.read_unlock(&t, id);
+                }
+            };
+            let mut after: Option<String> = None;
+            let mut docs = 0;
+            loop {
+                // A yield point between batches; `drain-slow` makes it a loaded node's.
+                let pause_ms = if self.failpoints.hit(failpoints::DRAIN_SLOW) {
+                    self.rng
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .gen_range(20..=200)
+                } else {
+                    1
+                };
+                madsim::time::sleep(Duration::from_millis(pause_ms)).await;
+                let mut c = lock(&self.core);
+                if c.generation != gen {
+                    release(&mut c);
+                    return;
+                }
+                if let Err(e) = c.store.handles.open_cursor(&t, id) {
+                    drop(c);
+                    invariant!(
+                        false,
+                        "failed to step up: drain worker {w}: opening a cursor on ingest table {t}: {e}"
+                    );
+                    return;
+                }
+                let (n, next) = c.store.drain_copy_batch(&t, after.as_deref(), DRAIN_BATCH);
+                docs += n;
+                match next {
+                    Some(k) => after = Some(k),
+                    None => {
+                        c.store.drain_finish(&t);
+                        release(&mut c);
+                        break;
+                    }
+                }
+            }
+            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            s.tables += 1;
+            s.docs += docs;
+        }
     }
 
     /// One leader checkpoint. `force` publishes even when nothing changed (step-up ends with

@@ -60,6 +60,9 @@ pub struct Scenario {
     /// Leader checkpoint period (default 1000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_interval_ms: Option<u64>,
+    /// Drain workers a new leader's step-up runs (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_workers: Option<usize>,
     #[serde(default)]
     pub workload: Workload,
     #[serde(default)]
@@ -487,6 +490,11 @@ impl Scenario {
         for (i, f) in self.failpoints.iter().enumerate() {
             if let Err(msg) = check_failpoint(&f.name, f.per_mille) {
                 return err(vec![Key("failpoints"), Idx(i)], msg);
+            }
+        }
+        if let Some(n) = self.drain_workers {
+            if !(1..=16).contains(&n) {
+                return err(vec![Key("drain_workers")], format!("{n}: must be 1..=16"));
             }
         }
         if let Some(ms) = self.checkpoint_interval_ms {

@@ -62,7 +62,9 @@ pub const WINDOW_LEADER_KILLED_MID_CHECKPOINT: &str = "leader-killed-mid-checkpo
 pub const WINDOW_STALE_KEYSTORE: &str = "stale-keystore-checkpoint";
 /// A key rotation was applied on a follower.
 pub const WINDOW_ROTATION_ON_FOLLOWER: &str = "rotation-applied-on-follower";
-pub const WINDOWS: [&str; 8] = [
+/// Incident 002: a forced drop reached a table a step-up drain worker was copying.
+pub const WINDOW_DROP_DURING_DRAIN: &str = "drop-during-drain";
+pub const WINDOWS: [&str; 9] = [
     WINDOW_ALL_RESTARTED,
     WINDOW_VOTE_SHORTER_LOG,
     WINDOW_PACK_FAILED,
@@ -71,6 +73,7 @@ pub const WINDOWS: [&str; 8] = [
     WINDOW_LEADER_KILLED_MID_CHECKPOINT,
     WINDOW_ROTATION_ON_FOLLOWER,
     WINDOW_STALE_KEYSTORE,
+    WINDOW_DROP_DURING_DRAIN,
 ];
 
 /// A scenario's `[min, max]` latency as madsim's half-open range.
@@ -503,6 +506,7 @@ impl World {
                             pickup_interval_ms: (ckpt_ms / 2).clamp(50, 500),
                             failpoints: w.failpoints.clone(),
                             failpoint_seed: rng_seed ^ 0x6661_696c,
+                            drain_workers: w.scn.drain_workers.unwrap_or(2),
                             kms: kms_addr(),
                             keystore: w.genesis.clone(),
                         };
@@ -1209,6 +1213,9 @@ impl Observer for World {
                 if kind == "pickup" {
                     st.windows.insert(WINDOW_PICKUP);
                 }
+                if kind == "drop-busy" {
+                    st.windows.insert(WINDOW_DROP_DURING_DRAIN);
+                }
                 if kind == "pickup-skipped" && detail.contains("StaleKeystore") {
                     st.windows.insert(WINDOW_STALE_KEYSTORE);
                 }
@@ -1231,6 +1238,9 @@ impl Observer for World {
         let reason = abort.to_string();
         if reason.contains("StaleKeystore") {
             self.lock().windows.insert(WINDOW_STALE_KEYSTORE);
+        }
+        if reason.contains("failed to step up: drain worker") {
+            self.lock().windows.insert(WINDOW_DROP_DURING_DRAIN);
         }
         self.node_died(
             node,

@@ -174,6 +174,13 @@ fn node_problems(s: &NodeSnapshot) -> Vec<String> {
             ));
         }
     }
+    if sto.mode == Mode::Leader {
+        if let Some(ts) = sto.ingest_min_ts {
+            problems.push(format!(
+                "a leader holding ingest not drained into stable (oldest at ts {ts})"
+            ));
+        }
+    }
     if sto.mode == Mode::Leader && !sto.checkpoint_in_flight {
         for (t, root) in &base.tables {
             let live = sto.bytes_total.get(t).copied().unwrap_or(0);
