@@ -356,7 +356,8 @@ fn harness_finds_incident_000_stale_keystore_abort() {
 /// meet running drains (they wait for the copy).
 #[test]
 fn fixed_engine_survives_step_up_drops_and_ddl_churn() {
-    for (name, seeds) in [("step-up-drop", 1..31), ("ddl-churn", 1..21)] {
+    // (scenario, seeds, least number of seeds in which a drop met a running drain)
+    for (name, seeds, least) in [("step-up-drop", 1..31, 20), ("ddl-churn", 1..21, 5)] {
         let r = run(name, &[], seeds.clone(), 2);
         assert_all_pass(&r);
         let n = seeds.end - seeds.start;
@@ -367,7 +368,7 @@ fn fixed_engine_survives_step_up_drops_and_ddl_churn() {
             .copied()
             .unwrap_or(0);
         assert!(
-            reached * 2 >= n,
+            reached >= least,
             "{name}: drops met a drain in {reached}/{n} seeds"
         );
     }
