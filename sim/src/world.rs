@@ -417,13 +417,7 @@ impl World {
             .init(move || {
                 let w = w.clone();
                 async move {
-                    let inc = {
-                        let mut st = w.lock();
-                        let slot = st.slots.entry(KMS_NODE).or_default();
-                        slot.incarnation += 1;
-                        slot.up = true;
-                        slot.incarnation
-                    };
+                    let inc = w.next_incarnation(KMS_NODE);
                     let cfg = KmsConfig {
                         addr: kms_addr(),
                         seed: derive_seed(w.seed, "kms", 0),
@@ -459,14 +453,18 @@ impl World {
             .expect("replica node built")
     }
 
-    /// A new incarnation of replica `id`: its disk handle and election seed.
-    fn incarnate(self: &Arc<Self>, id: NodeId) -> (crate::disk::DiskHandle, u64) {
+    /// Marks node `id` up as a new incarnation; returns its number.
+    fn next_incarnation(&self, id: NodeId) -> u64 {
         let mut st = self.lock();
         let slot = st.slots.entry(id).or_default();
         slot.incarnation += 1;
         slot.up = true;
-        let inc = slot.incarnation;
-        drop(st);
+        slot.incarnation
+    }
+
+    /// A new incarnation of replica `id`: its disk handle and election seed.
+    fn incarnate(self: &Arc<Self>, id: NodeId) -> (crate::disk::DiskHandle, u64) {
+        let inc = self.next_incarnation(id);
         (
             self.disk.open(id),
             derive_seed(self.seed, "election", (id as u64) << 32 | inc),
