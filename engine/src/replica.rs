@@ -1590,6 +1590,10 @@ impl Node {
         };
         let id = meta.id;
         let follower = || lock(&self.core).store.mode() == Mode::Follower;
+        let failed = |e: String| {
+            let why = format!("checkpoint {id}: {e}; staying on checkpoint {base_id}");
+            self.note("pickup-failed", why);
+        };
         // Keys first, before any state changes.
         let Some(kref) = meta.keystore else {
             self.note(
@@ -1600,13 +1604,7 @@ impl Node {
         };
         let persisted = match load_keystore(&self.ps, &kref, &follower, 2).await {
             Ok(ks) => ks,
-            Err(e) => {
-                self.note(
-                    "pickup-failed",
-                    format!("checkpoint {id}: {e}; staying on checkpoint {base_id}"),
-                );
-                return;
-            }
+            Err(e) => return failed(e),
         };
         let committed = lock(&self.core).store.keystore.clone();
         if let Err(e) = keystore::load_key(&persisted, &committed) {
@@ -1625,13 +1623,7 @@ impl Node {
         }
         let key = match self.keys.data_key(&persisted, &follower, 2).await {
             Ok(k) => k,
-            Err(e) => {
-                self.note(
-                    "pickup-failed",
-                    format!("checkpoint {id}: {e}; staying on checkpoint {base_id}"),
-                );
-                return;
-            }
+            Err(e) => return failed(e),
         };
         match load_view(&self.ps, meta, &base, &key, &follower, 2).await {
             Ok(view) => {
@@ -1650,10 +1642,7 @@ impl Node {
                     ),
                 );
             }
-            Err(e) => self.note(
-                "pickup-failed",
-                format!("checkpoint {id}: {e}; staying on checkpoint {base_id}"),
-            ),
+            Err(e) => failed(e),
         }
     }
 
