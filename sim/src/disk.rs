@@ -13,10 +13,48 @@ use rand_chacha::ChaCha8Rng;
 
 pub const SECTOR_BYTES: usize = 512;
 
+/// A file as the durable bytes plus what is still in the page cache. Keeping the unsynced part
+/// apart makes `sync` cost what was written since the last one, not the file's size (the raft
+/// log syncs on every append).
 #[derive(Debug, Default, Clone)]
 struct File {
     durable: Vec<u8>,
-    current: Vec<u8>,
+    pending: Pending,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+enum Pending {
+    #[default]
+    Clean,
+    /// Bytes appended after `durable`.
+    Append(Vec<u8>),
+    /// A whole new content (an atomic replace), plus anything appended after it.
+    Replace(Vec<u8>),
+}
+
+impl File {
+    fn current(&self) -> Vec<u8> {
+        match &self.pending {
+            Pending::Clean => self.durable.clone(),
+            Pending::Append(tail) => [self.durable.as_slice(), tail].concat(),
+            Pending::Replace(all) => all.clone(),
+        }
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        match &mut self.pending {
+            Pending::Clean => self.pending = Pending::Append(data.to_vec()),
+            Pending::Append(buf) | Pending::Replace(buf) => buf.extend_from_slice(data),
+        }
+    }
+
+    fn sync(&mut self) {
+        match std::mem::take(&mut self.pending) {
+            Pending::Clean => {}
+            Pending::Append(tail) => self.durable.extend_from_slice(&tail),
+            Pending::Replace(all) => self.durable = all,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -70,25 +108,21 @@ impl SimDisk {
         let mut loss = CrashLoss::default();
         let mut rng = self.rng.lock().unwrap();
         for f in d.files.values_mut() {
-            if f.current == f.durable {
-                continue;
-            }
+            let lost_bytes = match std::mem::take(&mut f.pending) {
+                Pending::Clean => continue,
+                // An unsynced append may survive in part, cut at a sector boundary.
+                Pending::Append(tail) if self.tear_writes => {
+                    let keep = rng.gen_range(0..=tail.len() / SECTOR_BYTES) * SECTOR_BYTES;
+                    f.durable.extend_from_slice(&tail[..keep]);
+                    loss.bytes_torn_kept += keep as u64;
+                    tail.len() - keep
+                }
+                Pending::Append(tail) => tail.len(),
+                // A replace is a rename: all or nothing.
+                Pending::Replace(all) => all.len().abs_diff(f.durable.len()),
+            };
             loss.files_reverted += 1;
-            let mut kept = f.durable.clone();
-            // An unsynced append may survive in part, cut at a sector boundary.
-            if self.tear_writes
-                && f.current.len() > f.durable.len()
-                && f.current.starts_with(&f.durable)
-            {
-                let extra = f.current.len() - f.durable.len();
-                let sectors = extra / SECTOR_BYTES;
-                let keep = rng.gen_range(0..=sectors) * SECTOR_BYTES;
-                kept.extend_from_slice(&f.current[f.durable.len()..f.durable.len() + keep]);
-                loss.bytes_torn_kept += keep as u64;
-            }
-            loss.bytes_lost += f.current.len().abs_diff(kept.len()) as u64;
-            f.durable = kept.clone();
-            f.current = kept;
+            loss.bytes_lost += lost_bytes as u64;
         }
         loss
     }
@@ -127,22 +161,20 @@ pub struct DiskHandle {
 impl Storage for DiskHandle {
     fn read(&self, file: &str) -> Result<Vec<u8>, StorageError> {
         self.disk
-            .with_file(self.node, self.incarnation, file, |f| f.current.clone())
+            .with_file(self.node, self.incarnation, file, |f| f.current())
     }
     fn append(&self, file: &str, data: &[u8]) -> Result<(), StorageError> {
-        self.disk.with_file(self.node, self.incarnation, file, |f| {
-            f.current.extend_from_slice(data)
-        })
+        self.disk
+            .with_file(self.node, self.incarnation, file, |f| f.append(data))
     }
     fn replace(&self, file: &str, data: &[u8]) -> Result<(), StorageError> {
         self.disk.with_file(self.node, self.incarnation, file, |f| {
-            f.current = data.to_vec()
+            f.pending = Pending::Replace(data.to_vec())
         })
     }
     fn sync(&self, file: &str) -> Result<(), StorageError> {
-        self.disk.with_file(self.node, self.incarnation, file, |f| {
-            f.durable = f.current.clone()
-        })
+        self.disk
+            .with_file(self.node, self.incarnation, file, |f| f.sync())
     }
 }
 
