@@ -619,6 +619,10 @@ impl Raft {
         let prev_term = self.term_at(prev_index).expect("prev index within the log");
         let end = (prev_index as usize + self.cfg.max_append_entries).min(self.log.len());
         let entries = self.log[prev_index as usize..end].to_vec();
+        // Pipelining: assume the entries arrive, so the next proposal sends only what is new
+        // rather than everything still in flight. A lost append shows up as a rejection of
+        // the next one (its `prev_index` is missing) and the leader backs off from there.
+        self.next_index.insert(to, end as Index + 1);
         let msg = Message::Append {
             term: self.term,
             prev_index,
