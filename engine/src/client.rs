@@ -17,6 +17,8 @@ pub enum Outcome {
     Acked { index: Index, term: Term },
     /// Gave up before an acknowledgement; the write may or may not have committed.
     Unknown,
+    /// An admin step-down: the leader of `term` stepped down.
+    SteppedDown { term: Term },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +89,9 @@ impl Client {
         .await
     }
 
-    /// Executes one administrative command (a key rotation) like a write: acknowledged once
-    /// the operation the leader prepared for it is committed.
+    /// Executes one administrative command like a write: a key rotation is acknowledged once
+    /// the operation the leader prepared for it is committed; a step-down once the leader it
+    /// reached has stepped down.
     pub async fn admin(&mut self, action: AdminAction) -> Outcome {
         self.execute(&|id, session| Wire::Admin {
             id,
@@ -123,6 +126,7 @@ impl Client {
                 Some(ClientResult::NotLeader { leader: Some(l) }) if l != self.leader_guess => {
                     self.leader_guess = l;
                 }
+                Some(ClientResult::SteppedDown { term }) => return Outcome::SteppedDown { term },
                 Some(ClientResult::Busy) => {
                     // The leader is stepping up: same replica, a little later.
                     madsim::time::sleep(Duration::from_millis(self.cfg.retry_pause_ms)).await;

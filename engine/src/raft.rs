@@ -434,6 +434,19 @@ impl Raft {
         Ok((index, term))
     }
 
+    /// A voluntary step-down (an operator's or a balancer's request): the leader becomes a
+    /// follower in its term and stands aside for longer than any election timeout, so another
+    /// node wins the next term. Returns false if this node was not leading.
+    pub fn step_down(&mut self) -> bool {
+        if self.role != Role::Leader {
+            return false;
+        }
+        self.become_follower(self.term, None);
+        self.election_elapsed = 0;
+        self.election_timeout = self.cfg.election_ticks_max * 2;
+        true
+    }
+
     /// Processes one message from a peer.
     pub fn step(&mut self, from: NodeId, msg: Message) {
         if !self.cfg.members.contains(&from) || from == self.cfg.id {

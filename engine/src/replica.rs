@@ -706,6 +706,21 @@ impl Node {
                 if c.raft.role() != Role::Leader {
                     let leader = c.raft.leader();
                     self.reply(client, id, ClientResult::NotLeader { leader });
+                } else if action == AdminAction::StepDown {
+                    // Also mid step-up: a leader may be asked to go at any moment. `process`
+                    // then steps storage down and answers the pending writes.
+                    let term = c.raft.term();
+                    c.raft.step_down();
+                    let during = if c.store.mode() == Mode::SteppingUp {
+                        ", mid step-up"
+                    } else {
+                        ""
+                    };
+                    self.note(
+                        "leader-step-down",
+                        format!("term {term}: stepping down as asked{during}"),
+                    );
+                    self.reply(client, id, ClientResult::SteppedDown { term });
                 } else if c.store.mode() != Mode::Leader {
                     self.reply(client, id, ClientResult::Busy);
                 } else {
@@ -1526,6 +1541,7 @@ impl Node {
                         wrapped_kek: wrapped,
                     })
                 }
+                AdminAction::StepDown => Err("a step-down is not a rotation".to_string()),
             }
         };
         let rotation: Result<keystore::Rotation, String> = prepared.await;

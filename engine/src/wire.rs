@@ -59,6 +59,9 @@ pub enum Wire {
 pub enum AdminAction {
     RotateKek,
     RotateCmk,
+    /// The leader steps down and stands aside so another node takes over (a leadership
+    /// transfer, as operators and balancers ask for).
+    StepDown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,4 +76,8 @@ pub enum ClientResult {
     },
     /// The leader is stepping up (draining ingest into stable): retry shortly.
     Busy,
+    /// The leader of `term` stepped down as asked.
+    SteppedDown {
+        term: Term,
+    },
 }

@@ -54,6 +54,10 @@ const SHAPES: &[(&str, &str)] = &[
     ("ddl", "M-5,-5L5,-5L5,5L-5,5Z"),
     ("step-up", "M0,-6L6,5L-6,5Z"),
     ("drop", "M-6,-5L6,-5L0,6Z"),
+    ("step-down", "M-6,-5L6,-5L0,6Z"),
+    ("leader-step-down", "M-6,-5L6,-5L0,6Z"),
+    ("keystore", "M-5,-5L5,-5L5,5L-5,5Z"),
+    ("drop-busy", "M0,-6L6,5L-6,5Z"),
     ("warn", "M0,-6L6,5L-6,5Z"),
     ("phase", "M-1,-9L1,-9L1,9L-1,9Z"),
 ];

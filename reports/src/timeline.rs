@@ -28,6 +28,10 @@ pub const MARKER_KINDS: &[(&str, &str)] = &[
     ("ddl", "DDL"),
     ("step-up", "step-up"),
     ("drop", "drop"),
+    ("step-down", "storage stepped down"),
+    ("leader-step-down", "leader asked to step down"),
+    ("keystore", "keystore advanced"),
+    ("drop-busy", "drop waits for a drain"),
     ("warn", "warning"),
     ("phase", "harness phase"),
 ];

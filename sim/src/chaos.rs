@@ -145,6 +145,8 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
             },
             "rotate_kek" => TimelineItem::RotateKek { at_ms: 0 },
             "rotate_cmk" => TimelineItem::RotateCmk { at_ms: 0 },
+            // The leader hands over: step-up races (drain, drops) without any crash.
+            "step_down" => TimelineItem::StepDown { at_ms: 0 },
             "failpoint" => {
                 let names = engine::failpoints::IMPLEMENTED;
                 TimelineItem::Failpoint {

@@ -129,7 +129,7 @@ pub struct FailpointSpec {
 }
 
 /// Fault kinds the chaos controller can inject with this engine.
-pub const CHAOS_FAULTS: [&str; 15] = [
+pub const CHAOS_FAULTS: [&str; 16] = [
     "kill",
     "restart_all",
     "partition",
@@ -145,6 +145,7 @@ pub const CHAOS_FAULTS: [&str; 15] = [
     "kill_kms",
     "rotate_kek",
     "rotate_cmk",
+    "step_down",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +341,10 @@ pub enum TimelineItem {
     RotateCmk {
         at_ms: u64,
     },
+    /// Ask the leader to step down (it stands aside while another node takes over).
+    StepDown {
+        at_ms: u64,
+    },
 }
 
 fn d_down_ms() -> [u64; 2] {
@@ -362,7 +367,8 @@ impl TimelineItem {
             | TimelineItem::CreateCollection { at_ms, .. }
             | TimelineItem::DropCollection { at_ms, .. }
             | TimelineItem::RotateKek { at_ms }
-            | TimelineItem::RotateCmk { at_ms } => *at_ms,
+            | TimelineItem::RotateCmk { at_ms }
+            | TimelineItem::StepDown { at_ms } => *at_ms,
         }
     }
     pub fn action(&self) -> &'static str {
@@ -381,6 +387,7 @@ impl TimelineItem {
             TimelineItem::DropCollection { .. } => "drop_collection",
             TimelineItem::RotateKek { .. } => "rotate_kek",
             TimelineItem::RotateCmk { .. } => "rotate_cmk",
+            TimelineItem::StepDown { .. } => "step_down",
         }
     }
     fn selectors(&self) -> Vec<(&'static str, &Selector)> {

@@ -64,7 +64,9 @@ pub const WINDOW_STALE_KEYSTORE: &str = "stale-keystore-checkpoint";
 pub const WINDOW_ROTATION_ON_FOLLOWER: &str = "rotation-applied-on-follower";
 /// Incident 002: a forced drop reached a table a step-up drain worker was copying.
 pub const WINDOW_DROP_DURING_DRAIN: &str = "drop-during-drain";
-pub const WINDOWS: [&str; 9] = [
+/// A leader was asked to step down while its storage was still stepping up.
+pub const WINDOW_STEP_DOWN_MID_STEP_UP: &str = "step-down-mid-step-up";
+pub const WINDOWS: [&str; 10] = [
     WINDOW_ALL_RESTARTED,
     WINDOW_VOTE_SHORTER_LOG,
     WINDOW_PACK_FAILED,
@@ -74,6 +76,7 @@ pub const WINDOWS: [&str; 9] = [
     WINDOW_ROTATION_ON_FOLLOWER,
     WINDOW_STALE_KEYSTORE,
     WINDOW_DROP_DURING_DRAIN,
+    WINDOW_STEP_DOWN_MID_STEP_UP,
 ];
 
 /// A scenario's `[min, max]` latency as madsim's half-open range.
@@ -860,6 +863,10 @@ impl World {
                 self.record("controller", "admin", "rotate cmk".into());
                 workload::spawn_admin(self.clone(), AdminAction::RotateCmk);
             }
+            TimelineItem::StepDown { .. } => {
+                self.record("controller", "admin", "leader step-down".into());
+                workload::spawn_admin(self.clone(), AdminAction::StepDown);
+            }
         }
     }
 
@@ -1213,6 +1220,9 @@ impl Observer for World {
                 }
                 if kind == "drop-busy" {
                     st.windows.insert(WINDOW_DROP_DURING_DRAIN);
+                }
+                if kind == "leader-step-down" && detail.ends_with("mid step-up") {
+                    st.windows.insert(WINDOW_STEP_DOWN_MID_STEP_UP);
                 }
                 if kind == "pickup-skipped" && detail.contains("StaleKeystore") {
                     st.windows.insert(WINDOW_STALE_KEYSTORE);

@@ -547,3 +547,44 @@ fn incident_003_fixed_path_keeps_committed_writes() {
     }
     assert_eq!(c.applied_keys(b), c.applied_keys(1));
 }
+
+#[test]
+fn a_lost_pipelined_append_is_resent_after_the_rejection() {
+    let mut c = Cluster::new(3, false);
+    let l = c.elect();
+    let f = *c.nodes.keys().find(|id| **id != l).unwrap();
+    c.put(l, "a");
+    c.isolated.insert(f);
+    c.put(l, "lost-to-f");
+    c.isolated.clear();
+    c.put(l, "c");
+    c.tick_all(10);
+    assert_eq!(
+        c.applied_keys(f),
+        ["a", "lost-to-f", "c"],
+        "the follower rejected the append past its log, and the leader backed off and resent"
+    );
+}
+
+#[test]
+fn a_leader_that_steps_down_hands_over_to_another_node() {
+    let mut c = Cluster::new(3, false);
+    let l = c.elect();
+    let term = c.raft(l).term();
+    c.put(l, "a");
+    let r = c.nodes.get_mut(&l).unwrap().raft.as_mut().unwrap();
+    assert!(r.step_down());
+    assert!(!r.step_down(), "only a leader steps down");
+    assert_eq!(r.role(), Role::Follower);
+    assert_eq!(r.term(), term, "stepping down does not start a term");
+    c.process(l);
+    let next = c.elect();
+    assert_ne!(
+        next, l,
+        "the old leader stands aside for longer than an election timeout"
+    );
+    assert!(c.raft(next).term() > term);
+    c.put(next, "b");
+    c.tick_all(10);
+    assert_eq!(c.applied_keys(l), ["a", "b"], "nothing committed is lost");
+}
