@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use engine::{Knobs, KnownBug};
 use reports::{CiCase, CiReport, RunReport, SeedReport, TraceEvent, ViolationKind};
 
-use crate::runner::{sweep, Sweep, SweepResult};
+use crate::bench;
+use crate::runner::{self, sweep, HuntSearch, Sweep, SweepResult};
 use crate::scenario::{self, Scenario, Verdict};
 
 pub const EXIT_PASS: i32 = 0;
@@ -181,6 +182,19 @@ pub enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Measure simulation speed, seeds per core-second, time to find each known bug and peak
+    /// memory (figures with their targets; takes a few minutes, `--quick` seconds).
+    Bench {
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Few samples and a short memory sweep: checks the bench runs, figures not quotable.
+        #[arg(long)]
+        quick: bool,
+        /// Jobs for the memory sweep (the other figures use one core).
+        #[arg(long, short = 'j', default_value_t = default_jobs())]
+        jobs: usize,
+    },
 }
 
 /// A user-facing error: printed as one line, exit code 2.
@@ -205,13 +219,20 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    match dispatch(cli) {
+    let code = match dispatch(cli) {
         Ok(code) => code,
         Err(UsageError(msg)) => {
             eprintln!("faultline: error: {msg}");
             EXIT_USAGE
         }
+    };
+    // For `faultline bench`'s memory figures, measured in a child process.
+    if std::env::var_os("FAULTLINE_PEAK_RSS").is_some() {
+        if let Some(kb) = bench::own_peak_rss_kb() {
+            eprintln!("{}{kb} kB", bench::PEAK_RSS_PREFIX);
+        }
     }
+    code
 }
 
 fn dispatch(cli: Cli) -> Result<i32, UsageError> {
@@ -296,7 +317,24 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             jobs,
             filter,
         } => ci(seeds, junit, jobs, filter),
+        Cmd::Bench { json, quick, jobs } => run_bench(json, quick, jobs),
     }
+}
+
+fn run_bench(json: bool, quick: bool, jobs: usize) -> Result<i32, UsageError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| UsageError(format!("cannot find the faultline binary: {e}")))?;
+    let opts = bench::BenchOptions { quick, jobs };
+    let r = bench::run(&opts, &exe, &mut |what| eprintln!("bench: {what}"))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("bench figures serialize")
+        );
+    } else {
+        print!("{}", bench::render(&r));
+    }
+    Ok(EXIT_PASS)
 }
 
 /// The scenario file as a path a later `replay` can open.
@@ -685,44 +723,32 @@ fn hunt(
 ) -> Result<i32, UsageError> {
     let (scn, knobs) = load_with_bugs(arg, bugs)?;
     let wall = std::time::Instant::now();
-    let batch = (jobs.max(1) * 4) as u64;
-    let mut tried = 0u64;
-    let mut next = first;
-    while tried < max_seeds {
-        let n = batch.min(max_seeds - tried);
-        let s = Sweep {
-            scenario: scn.clone(),
-            scenario_arg: arg.to_string(),
-            knobs: knobs.clone(),
-            seeds: (next..next + n).collect(),
-            jobs,
-            fail_fast: false,
-            keep_full_trace: false,
-            progress: false,
-            determinism_every: 0,
-        };
-        let r = sweep(&s);
-        if let Some(f) = r.report.failures.first() {
-            // Seeds are reported in order, so this is the lowest failing seed of the batch.
-            let tried_until = f.seed - first + 1;
+    let h = runner::hunt(&HuntSearch {
+        scenario: scn,
+        scenario_arg: arg.to_string(),
+        knobs,
+        first,
+        max_seeds,
+        jobs,
+    });
+    let secs = wall.elapsed().as_secs_f64();
+    match h.found {
+        Some(f) => {
             println!(
-                "found after {tried_until} seed(s) in {:.2}s wall: seed {} fails with {}",
-                wall.elapsed().as_secs_f64(),
+                "found after {} seed(s) in {secs:.2}s wall: seed {} fails with {}",
+                h.tried,
                 f.seed,
                 reports::text::join_kinds(&f.kinds())
             );
-            print!("{}", reports::text::seed_dossier(f));
+            print!("{}", reports::text::seed_dossier(&f));
             println!("replay: {}", f.replay);
-            return Ok(EXIT_FAIL);
+            Ok(EXIT_FAIL)
         }
-        tried += n;
-        next += n;
+        None => {
+            println!("not found in {} seeds ({secs:.2}s wall)", h.tried);
+            Ok(EXIT_PASS)
+        }
     }
-    println!(
-        "not found in {tried} seeds ({:.2}s wall)",
-        wall.elapsed().as_secs_f64()
-    );
-    Ok(EXIT_PASS)
 }
 
 /// Whether a sweep meets a scenario's expectation; the message says why or why not.

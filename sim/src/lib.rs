@@ -2,11 +2,13 @@
 //! workload), the checkers, seed sweeps and the CLI. The engine under test lives in `engine`;
 //! report types and renderers in `reports`.
 
+pub mod bench;
 pub mod chaos;
 pub mod check;
 pub mod cli;
 pub mod disk;
 pub mod panics;
+pub mod profile;
 pub mod runner;
 pub mod scenario;
 pub mod trace;

@@ -73,6 +73,7 @@ pub fn sweep(s: &Sweep) -> SweepResult {
                 let replay = replay_command(&s.scenario_arg, seed, &s.knobs);
                 let opts = SeedOptions {
                     keep_full_trace: s.keep_full_trace,
+                    ..SeedOptions::default()
                 };
                 let r = run_seed(
                     s.scenario.clone(),
@@ -125,5 +126,50 @@ pub fn sweep(s: &Sweep) -> SweepResult {
         traces,
         nondeterministic,
         all,
+    }
+}
+
+/// A search for the first failing seed of a scenario (with its knobs on).
+pub struct HuntSearch {
+    pub scenario: Arc<Scenario>,
+    pub scenario_arg: String,
+    pub knobs: Knobs,
+    pub first: u64,
+    pub max_seeds: u64,
+    pub jobs: usize,
+}
+
+pub struct HuntResult {
+    /// The lowest failing seed from `first` on, if one was found within the budget.
+    pub found: Option<SeedReport>,
+    /// Seeds from `first` up to and including the failing one (or the whole budget).
+    pub tried: u64,
+}
+
+/// Runs seeds from `first` until one fails. With `fail_fast`, workers stop taking seeds after
+/// the first failure, but every lower seed was taken before it and finishes, so the result is
+/// the lowest failing seed at any `jobs`.
+pub fn hunt(h: &HuntSearch) -> HuntResult {
+    let s = Sweep {
+        scenario: h.scenario.clone(),
+        scenario_arg: h.scenario_arg.clone(),
+        knobs: h.knobs.clone(),
+        seeds: (h.first..h.first + h.max_seeds).collect(),
+        jobs: h.jobs,
+        fail_fast: true,
+        keep_full_trace: false,
+        progress: false,
+        determinism_every: 0,
+    };
+    let r = sweep(&s);
+    match r.report.failures.into_iter().next() {
+        Some(f) => HuntResult {
+            tried: f.seed - h.first + 1,
+            found: Some(f),
+        },
+        None => HuntResult {
+            found: None,
+            tried: h.max_seeds,
+        },
     }
 }

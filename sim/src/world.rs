@@ -31,6 +31,7 @@ use crate::check::durability::OpRecord;
 use crate::check::history::History;
 use crate::check::{self, violation};
 use crate::disk::SimDisk;
+use crate::profile::{thread_cpu_ns, Bucket, CpuSplit, Profile};
 use crate::scenario::{Check, Scenario, Selector, TimelineItem};
 use crate::trace::Trace;
 use crate::{panics, workload};
@@ -201,17 +202,23 @@ pub struct World {
     pub kms: Kms,
     /// The keystore the cluster is provisioned with.
     genesis: Keystore,
+    /// CPU accounting for the bench (`None`: not profiling, nothing measured).
+    profile: Option<Profile>,
 }
 
 /// Options that do not change what a seed does, only what is kept of it.
 #[derive(Debug, Clone, Default)]
 pub struct SeedOptions {
     pub keep_full_trace: bool,
+    /// Measure where the seed's CPU time goes (see [`crate::profile`]).
+    pub profile: bool,
 }
 
 pub struct SeedResult {
     pub report: SeedReport,
     pub full_trace: Option<Vec<TraceEvent>>,
+    /// With `SeedOptions::profile`.
+    pub cpu: Option<CpuSplit>,
 }
 
 /// Runs one seed on a fresh OS thread (std's `HashMap` seeding inside madsim is only
@@ -239,6 +246,7 @@ fn run_seed_here(
     replay: String,
 ) -> SeedResult {
     let wall = std::time::Instant::now();
+    let cpu_start = opts.profile.then(thread_cpu_ns);
     panics::install_hook();
     let _sim = panics::SimThreadGuard::enter();
     let mut cfg = madsim::Config::default();
@@ -285,6 +293,7 @@ fn run_seed_here(
         client_node: Mutex::new(None),
         kms: kms.clone(),
         genesis,
+        profile: opts.profile.then(Profile::default),
     });
     let w2 = world.clone();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(supervise(w2))));
@@ -330,7 +339,16 @@ fn run_seed_here(
     };
     let full_trace = st.trace.take_full();
     drop(st);
-    SeedResult { report, full_trace }
+    let cpu = world
+        .profile
+        .as_ref()
+        .zip(cpu_start)
+        .map(|(p, start)| p.split(thread_cpu_ns().saturating_sub(start)));
+    SeedResult {
+        report,
+        full_trace,
+        cpu,
+    }
 }
 
 impl World {
@@ -911,7 +929,9 @@ impl World {
             madsim::time::Instant::now() + Duration::from_millis(self.scn.liveness_timeout_ms);
         loop {
             madsim::time::sleep(Duration::from_millis(100)).await;
-            if self.converged() {
+            if Profile::time(self.profile.as_ref(), Bucket::EndChecks, || {
+                self.converged()
+            }) {
                 self.record("controller", "phase", "converged".into());
                 return true;
             }
@@ -946,6 +966,46 @@ impl World {
             st.pages.as_ref().map(|p| p.latest().map(|l| l.id))
         };
         check::liveness::gaps(&live, &down, &statuses, published)
+    }
+
+    /// The checkers after the liveness phase, over the converged (or not) cluster.
+    fn end_checks(&self, converged: bool, at_ms: u64) -> Vec<Violation> {
+        let mut found = Vec::new();
+        if self.scn.has_check(Check::Liveness) {
+            found.extend(self.liveness_violations(converged));
+        }
+        let snaps = self.snapshots();
+        if self.scn.has_check(Check::Dbhash) {
+            found.extend(check::dbhash::check(&snaps, at_ms));
+        }
+        if self.scn.has_check(Check::Validate) {
+            let pages = self.pages_snapshot();
+            found.extend(check::validate::check(
+                &snaps,
+                pages.as_ref(),
+                &self.kms,
+                at_ms,
+            ));
+            found.append(&mut self.lock().keystore_regressions);
+        }
+        if self.scn.has_check(Check::Durability) {
+            // Only replicas at the final commit index are compared (a lagging one is a liveness finding).
+            let max_applied = snaps
+                .iter()
+                .map(|s| s.status.last_applied)
+                .max()
+                .unwrap_or(0);
+            let caught_up: Vec<NodeSnapshot> = snaps
+                .into_iter()
+                .filter(|s| s.status.last_applied == max_applied)
+                .collect();
+            let ops = std::mem::take(&mut self.lock().ops);
+            found.extend(check::durability::check(&ops, &caught_up, at_ms));
+        }
+        if !self.scn.has_check(Check::Raft) {
+            self.lock().history.violations.clear();
+        }
+        found
     }
 
     /// What the page service holds now (`None` when it is down).
@@ -1050,41 +1110,9 @@ async fn supervise(w: Arc<World>) {
 
     let converged = w.liveness_phase().await;
     let at_ms = w.now_ms();
-    let mut found = Vec::new();
-    if w.scn.has_check(Check::Liveness) {
-        found.extend(w.liveness_violations(converged));
-    }
-    let snaps = w.snapshots();
-    if w.scn.has_check(Check::Dbhash) {
-        found.extend(check::dbhash::check(&snaps, at_ms));
-    }
-    if w.scn.has_check(Check::Validate) {
-        let pages = w.pages_snapshot();
-        found.extend(check::validate::check(
-            &snaps,
-            pages.as_ref(),
-            &w.kms,
-            at_ms,
-        ));
-        found.append(&mut w.lock().keystore_regressions);
-    }
-    if w.scn.has_check(Check::Durability) {
-        // Only replicas at the final commit index are compared (a lagging one is a liveness finding).
-        let max_applied = snaps
-            .iter()
-            .map(|s| s.status.last_applied)
-            .max()
-            .unwrap_or(0);
-        let caught_up: Vec<NodeSnapshot> = snaps
-            .into_iter()
-            .filter(|s| s.status.last_applied == max_applied)
-            .collect();
-        let ops = std::mem::take(&mut w.lock().ops);
-        found.extend(check::durability::check(&ops, &caught_up, at_ms));
-    }
-    if !w.scn.has_check(Check::Raft) {
-        w.lock().history.violations.clear();
-    }
+    let found = Profile::time(w.profile.as_ref(), Bucket::EndChecks, || {
+        w.end_checks(converged, at_ms)
+    });
     w.record(
         "controller",
         "checks",
@@ -1107,6 +1135,32 @@ async fn supervise(w: Arc<World>) {
 
 impl Observer for World {
     fn event(&self, node: NodeId, ev: Event) {
+        Profile::time(self.profile.as_ref(), Bucket::Observe, || {
+            self.observe(node, ev)
+        })
+    }
+
+    fn attach_pages(&self, inspect: Arc<dyn InspectPages>) {
+        self.lock().pages = Some(inspect);
+    }
+
+    fn attach(&self, node: NodeId, inspect: Arc<dyn Inspect>) {
+        self.lock().slots.entry(node).or_default().inspect = Some(inspect);
+    }
+
+    fn abort(&self, node: NodeId, abort: Abort) {
+        self.aborted(node, abort)
+    }
+
+    fn crash(&self, node: NodeId, message: String) {
+        self.crashed(node, message)
+    }
+}
+
+impl World {
+    /// One engine event: the online checks see it, then it goes into the trace.
+    fn observe(&self, node: NodeId, ev: Event) {
+        let p = self.profile.as_ref();
         let mut st = self.lock();
         let at_us = Self::now_us(&st);
         let at_ms = at_us / 1000;
@@ -1119,13 +1173,15 @@ impl Observer for World {
                 commit,
                 torn_bytes,
             } => {
-                st.history.restarted(node);
+                Profile::time(p, Bucket::OnlineChecks, || st.history.restarted(node));
                 st.keystore_ts.remove(&node);
                 ("start", format!("term {term} vote {voted_for:?} log {log_len} commit {commit} torn {torn_bytes}"))
             }
             Event::Raft(r) => match r {
                 RaftEvent::BecameLeader { term } => {
-                    st.history.became_leader(node, term, at_ms);
+                    Profile::time(p, Bucket::OnlineChecks, || {
+                        st.history.became_leader(node, term, at_ms)
+                    });
                     ("leader", format!("term {term}"))
                 }
                 RaftEvent::BecameCandidate { term } => ("candidate", format!("term {term}")),
@@ -1157,7 +1213,9 @@ impl Observer for World {
                     last_applied,
                     commit,
                 } => {
-                    st.history.truncated(node, from, removed_last, at_ms);
+                    Profile::time(p, Bucket::OnlineChecks, || {
+                        st.history.truncated(node, from, removed_last, at_ms)
+                    });
                     (
                         "truncate",
                         format!("{from}..={removed_last} (last_applied {last_applied}, commit {commit})"),
@@ -1171,7 +1229,9 @@ impl Observer for World {
                 digest,
                 executed,
             } => {
-                st.history.applied(node, index, term, digest, at_ms);
+                Profile::time(p, Bucket::OnlineChecks, || {
+                    st.history.applied(node, index, term, digest, at_ms)
+                });
                 let dup = if executed {
                     ""
                 } else {
@@ -1234,15 +1294,7 @@ impl Observer for World {
         st.trace.record(at_us, &name, kind, detail);
     }
 
-    fn attach_pages(&self, inspect: Arc<dyn InspectPages>) {
-        self.lock().pages = Some(inspect);
-    }
-
-    fn attach(&self, node: NodeId, inspect: Arc<dyn Inspect>) {
-        self.lock().slots.entry(node).or_default().inspect = Some(inspect);
-    }
-
-    fn abort(&self, node: NodeId, abort: Abort) {
+    fn aborted(&self, node: NodeId, abort: Abort) {
         let reason = abort.to_string();
         if reason.contains("StaleKeystore") {
             self.lock().windows.insert(WINDOW_STALE_KEYSTORE);
@@ -1259,7 +1311,7 @@ impl Observer for World {
         );
     }
 
-    fn crash(&self, node: NodeId, message: String) {
+    fn crashed(&self, node: NodeId, message: String) {
         let finding = format!("unexpected panic in engine code: {message}");
         self.node_died(
             node,

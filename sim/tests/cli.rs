@@ -439,3 +439,31 @@ fn run_out_writes_timeline_perfetto_and_trace_and_replay_around_prints_a_window(
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn bench_quick_reports_every_figure_as_json() {
+    let o = faultline(&["bench", "--quick", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("bench JSON");
+    for speed in ["steady", "chaos_mix"] {
+        let f = &v[speed];
+        assert!(f["acceleration"]["median"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["events_per_s"].as_f64().unwrap() > 0.0);
+        let share = f["checkers_share"].as_f64().unwrap();
+        assert!(share > 0.0 && share < 1.0, "{speed} checkers share {share}");
+    }
+    assert_eq!(v["steady"]["sim_s_per_seed"], 120.0);
+    let hunts = v["hunts"].as_array().unwrap();
+    assert_eq!(hunts.len(), 4, "one hunt per known bug");
+    for h in hunts {
+        assert_eq!(h["not_found"], 0, "every knob is found: {h}");
+    }
+    let rss: Vec<f64> = v["memory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["peak_rss_mb"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rss.len(), 3);
+    assert!(rss.iter().all(|mb| *mb > 1.0 && *mb < 1024.0), "{rss:?}");
+}

@@ -422,3 +422,56 @@ fn harness_finds_incident_002_drop_drain_race() {
         assert!(f.replay.contains("--bug drop-drain-race"));
     }
 }
+
+#[test]
+fn profiling_a_seed_measures_it_without_changing_it() {
+    let scn = load("chaos-mix");
+    let knobs = engine::Knobs::new(vec![]);
+    let go = |profile| {
+        sim::world::run_seed(
+            scn.clone(),
+            3,
+            knobs.clone(),
+            sim::world::SeedOptions {
+                profile,
+                ..Default::default()
+            },
+            String::new(),
+        )
+    };
+    let (plain, profiled) = (go(false), go(true));
+    assert_eq!(plain.report.trace_hash, profiled.report.trace_hash);
+    assert!(plain.cpu.is_none());
+    let cpu = profiled.cpu.expect("a profiled seed reports its CPU split");
+    assert!(cpu.checkers_ns > 0 && cpu.trace_ns > 0, "{cpu:?}");
+    assert!(
+        cpu.checkers_ns + cpu.trace_ns < cpu.total_ns,
+        "parts within the whole: {cpu:?}"
+    );
+}
+
+#[test]
+fn hunt_returns_the_lowest_failing_seed_at_any_jobs() {
+    let scn = load("step-up-drop");
+    let knobs = engine::Knobs::new(vec![KnownBug::DropDrainRace]);
+    let find = |jobs| {
+        sim::runner::hunt(&sim::runner::HuntSearch {
+            scenario: scn.clone(),
+            scenario_arg: "step-up-drop".into(),
+            knobs: knobs.clone(),
+            first: 1,
+            max_seeds: 40,
+            jobs,
+        })
+    };
+    let (one, two) = (find(1), find(2));
+    let seed = one.found.as_ref().expect("the knob is found").seed;
+    assert_eq!(two.found.as_ref().map(|f| f.seed), Some(seed));
+    assert_eq!((one.tried, two.tried), (seed, seed));
+    let all = run("step-up-drop", &[KnownBug::DropDrainRace], 1..seed + 1, 2);
+    assert_eq!(
+        all.report.failures.first().map(|f| f.seed),
+        Some(seed),
+        "no lower seed fails"
+    );
+}

@@ -1,0 +1,477 @@
+//! `faultline bench`: how many interleavings a core explores per second, and how fast the known
+//! bugs are found. Figures only, printed criterion-style (`[min median max]` over the samples)
+//! or as JSON; targets are printed beside them and never asserted, so no test depends on the
+//! speed of the machine it runs on.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use engine::{Knobs, KnownBug};
+use serde::Serialize;
+
+use crate::runner::{hunt, replay_command, HuntSearch};
+use crate::scenario::{self, Scenario, ScenarioError};
+use crate::world::{run_seed, SeedOptions};
+
+/// Targets from the performance issue, per core of the CI machine.
+pub const TARGET_STEADY_ACCEL: f64 = 2_000.0;
+pub const TARGET_CHAOS_SEEDS_PER_S: f64 = 50.0;
+pub const TARGET_FIND_MEDIAN_S: f64 = 1.0;
+pub const TARGET_RSS_MB: f64 = 100.0;
+pub const TARGET_CHECKERS_SHARE: f64 = 0.20;
+
+/// The scripted scenario each knob is hunted in.
+pub const HUNT_SCENARIOS: [(KnownBug, &str); 4] = [
+    (
+        KnownBug::StaleKeystoreAbort,
+        "kek-rotation-stale-keystore-abort",
+    ),
+    (
+        KnownBug::BytesTotalLeak,
+        "addr-pack-failures-bytes-total-leak",
+    ),
+    (KnownBug::DropDrainRace, "step-up-drop-drain-race"),
+    (
+        KnownBug::VolatileRaftTerm,
+        "simultaneous-restart-volatile-term",
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Fewer samples and a short memory sweep: a smoke run, not figures to quote.
+    pub quick: bool,
+    /// Jobs for the memory sweep (the other figures are per core: one seed at a time).
+    pub jobs: usize,
+}
+
+impl BenchOptions {
+    fn steady_seeds(&self) -> u64 {
+        if self.quick {
+            1
+        } else {
+            5
+        }
+    }
+    fn chaos_seeds(&self) -> u64 {
+        if self.quick {
+            3
+        } else {
+            40
+        }
+    }
+    fn hunt_starts(&self) -> u64 {
+        if self.quick {
+            2
+        } else {
+            10
+        }
+    }
+    /// Seed counts of the memory sweeps; the last one is the long sweep.
+    fn rss_sweeps(&self) -> Vec<u64> {
+        if self.quick {
+            vec![1, 4, 8]
+        } else {
+            vec![1, 100, 1000]
+        }
+    }
+}
+
+/// `[min, median, max]` of some samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stat {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+    pub samples: usize,
+}
+
+impl Stat {
+    pub fn of(samples: &[f64]) -> Stat {
+        assert!(!samples.is_empty(), "a statistic needs samples");
+        let mut v = samples.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Stat {
+            min: v[0],
+            median,
+            max: v[n - 1],
+            samples: n,
+        }
+    }
+}
+
+/// One scenario run seed after seed on one core.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeedFigure {
+    pub scenario: String,
+    pub sim_s_per_seed: f64,
+    /// Wall seconds per seed.
+    pub wall_s: Stat,
+    /// Simulated seconds per wall second.
+    pub acceleration: Stat,
+    pub seeds_per_s: f64,
+    pub events_per_s: f64,
+    pub ops_acked_per_s: f64,
+    /// Where the CPU went, over one profiled seed.
+    pub checkers_share: f64,
+    pub trace_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HuntFigure {
+    pub bug: String,
+    pub scenario: String,
+    /// Wall seconds until the first failing seed, one sample per starting seed.
+    pub wall_s: Stat,
+    pub seeds_tried: Stat,
+    /// Starting seeds whose hunt found nothing within its budget.
+    pub not_found: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RssFigure {
+    pub scenario: String,
+    pub seeds: u64,
+    pub jobs: usize,
+    pub peak_rss_mb: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub cores: usize,
+    pub quick: bool,
+    pub steady: SpeedFigure,
+    pub chaos_mix: SpeedFigure,
+    pub hunts: Vec<HuntFigure>,
+    pub memory: Vec<RssFigure>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error("memory sweep: {0}")]
+    Child(String),
+}
+
+fn load(name: &str) -> Result<Scenario, BenchError> {
+    Ok(Scenario::load(&scenario::resolve(name)?)?)
+}
+
+/// Runs `seeds` of `scn` one at a time, then one more with profiling for the CPU split.
+pub fn speed(scn: Scenario, seeds: u64) -> SpeedFigure {
+    let scn = Arc::new(scn);
+    let knobs = Knobs::new(scn.bugs());
+    let (mut walls, mut accels) = (vec![], vec![]);
+    let (mut events, mut ops, mut total_wall) = (0u64, 0u64, 0.0);
+    for seed in 1..=seeds {
+        let start = Instant::now();
+        let r = run_seed(
+            scn.clone(),
+            seed,
+            knobs.clone(),
+            SeedOptions::default(),
+            replay_command(&scn.name, seed, &knobs),
+        );
+        let wall = start.elapsed().as_secs_f64();
+        walls.push(wall);
+        accels.push(r.report.sim_ms as f64 / 1000.0 / wall);
+        events += r.report.events;
+        ops += r.report.ops_acked;
+        total_wall += wall;
+    }
+    let profiled = run_seed(
+        scn.clone(),
+        1,
+        knobs.clone(),
+        SeedOptions {
+            profile: true,
+            ..SeedOptions::default()
+        },
+        replay_command(&scn.name, 1, &knobs),
+    );
+    let split = profiled.cpu.unwrap_or_default();
+    let share = |part: u64| part as f64 / split.total_ns.max(1) as f64;
+    SpeedFigure {
+        scenario: scn.name.clone(),
+        sim_s_per_seed: scn.duration_ms as f64 / 1000.0,
+        wall_s: Stat::of(&walls),
+        acceleration: Stat::of(&accels),
+        seeds_per_s: seeds as f64 / total_wall,
+        events_per_s: events as f64 / total_wall,
+        ops_acked_per_s: ops as f64 / total_wall,
+        checkers_share: share(split.checkers_ns),
+        trace_share: share(split.trace_ns),
+    }
+}
+
+/// Hunts `bug` in `scenario` from `starts` different starting seeds, one core each time.
+pub fn time_to_find(bug: KnownBug, scenario: &str, starts: u64) -> Result<HuntFigure, BenchError> {
+    let scn = Arc::new(load(scenario)?);
+    let mut bugs = scn.bugs();
+    if !bugs.contains(&bug) {
+        bugs.push(bug);
+    }
+    let knobs = Knobs::new(bugs);
+    let (mut walls, mut tried, mut not_found) = (vec![], vec![], 0);
+    for i in 0..starts {
+        // Starting seeds far apart, so the samples do not share seeds.
+        let first = 1 + i * 7_919;
+        let start = Instant::now();
+        let h = hunt(&HuntSearch {
+            scenario: scn.clone(),
+            scenario_arg: scenario.to_string(),
+            knobs: knobs.clone(),
+            first,
+            max_seeds: 1_000,
+            jobs: 1,
+        });
+        walls.push(start.elapsed().as_secs_f64());
+        tried.push(h.tried as f64);
+        if h.found.is_none() {
+            not_found += 1;
+        }
+    }
+    Ok(HuntFigure {
+        bug: bug.to_string(),
+        scenario: scenario.to_string(),
+        wall_s: Stat::of(&walls),
+        seeds_tried: Stat::of(&tried),
+        not_found,
+    })
+}
+
+/// Peak RSS of `faultline run SCENARIO --seeds N` in a child process of `exe`, which reports
+/// its own high-water mark when `FAULTLINE_PEAK_RSS` is set.
+pub fn peak_rss(
+    exe: &Path,
+    scenario: &str,
+    seeds: u64,
+    jobs: usize,
+) -> Result<RssFigure, BenchError> {
+    let out = std::process::Command::new(exe)
+        .args([
+            "run",
+            scenario,
+            "--seeds",
+            &seeds.to_string(),
+            "--jobs",
+            &jobs.to_string(),
+        ])
+        .env("FAULTLINE_PEAK_RSS", "1")
+        .output()
+        .map_err(|e| BenchError::Child(format!("cannot run {}: {e}", exe.display())))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kb = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(PEAK_RSS_PREFIX))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .ok_or_else(|| {
+            BenchError::Child(format!(
+                "`{} run {scenario} --seeds {seeds}` exited with {} and reported no peak RSS",
+                exe.display(),
+                out.status
+            ))
+        })?;
+    Ok(RssFigure {
+        scenario: scenario.to_string(),
+        seeds,
+        jobs,
+        peak_rss_mb: kb as f64 / 1024.0,
+    })
+}
+
+/// The line a run prints on stderr when `FAULTLINE_PEAK_RSS` is set.
+pub const PEAK_RSS_PREFIX: &str = "faultline: peak RSS ";
+
+/// This process's peak resident set (VmHWM), where the OS tells it.
+pub fn own_peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs everything; `progress` hears what is being measured.
+pub fn run(
+    opts: &BenchOptions,
+    exe: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport, BenchError> {
+    progress("steady, 120 s simulated, one seed at a time");
+    let mut steady = load("steady")?;
+    steady.duration_ms = 120_000;
+    steady.workload.ops_per_sec = 100;
+    let steady = speed(steady, opts.steady_seeds());
+    progress("chaos-mix, 30 s simulated, one seed at a time");
+    let chaos = load("chaos-mix")?;
+    assert_eq!(
+        chaos.duration_ms, 30_000,
+        "the bench's chaos-mix seed is 30 s"
+    );
+    let chaos_mix = speed(chaos, opts.chaos_seeds());
+    let mut hunts = vec![];
+    for (bug, scenario) in HUNT_SCENARIOS {
+        progress(&format!("hunt {bug} in {scenario}"));
+        hunts.push(time_to_find(bug, scenario, opts.hunt_starts())?);
+    }
+    let mut memory = vec![];
+    for seeds in opts.rss_sweeps() {
+        let jobs = if seeds == 1 { 1 } else { opts.jobs };
+        progress(&format!(
+            "peak RSS of chaos-mix, {seeds} seed(s), {jobs} job(s)"
+        ));
+        memory.push(peak_rss(exe, "chaos-mix", seeds, jobs)?);
+    }
+    Ok(BenchReport {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        quick: opts.quick,
+        steady,
+        chaos_mix,
+        hunts,
+        memory,
+    })
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.1} ms", s * 1000.0)
+    } else {
+        format!("{s:.3} s")
+    }
+}
+
+/// The criterion-style text form.
+pub fn render(r: &BenchReport) -> String {
+    let mut out = format!(
+        "faultline bench: {} core(s); per-core figures run one seed at a time{}\n\n",
+        r.cores,
+        if r.quick {
+            " (quick: too few samples to quote)"
+        } else {
+            ""
+        }
+    );
+    for (f, target) in [(&r.steady, true), (&r.chaos_mix, false)] {
+        let name = format!("{}-{}s", f.scenario, f.sim_s_per_seed);
+        out += &format!(
+            "{name}/seed\n{:>24}[{} {} {}]\n",
+            "time:   ",
+            secs(f.wall_s.min),
+            secs(f.wall_s.median),
+            secs(f.wall_s.max)
+        );
+        let accel_note = if target {
+            format!(
+                "   target >= {TARGET_STEADY_ACCEL}x: {}",
+                verdict(f.acceleration.median >= TARGET_STEADY_ACCEL)
+            )
+        } else {
+            String::new()
+        };
+        out += &format!(
+            "{:>24}[{:.0}x {:.0}x {:.0}x] simulated s per wall s{accel_note}\n",
+            "accel:  ", f.acceleration.min, f.acceleration.median, f.acceleration.max
+        );
+        let seeds_note = if target {
+            String::new()
+        } else {
+            format!(
+                "   target >= {TARGET_CHAOS_SEEDS_PER_S}: {}",
+                verdict(f.seeds_per_s >= TARGET_CHAOS_SEEDS_PER_S)
+            )
+        };
+        out += &format!(
+            "{:>24}{:.2} seeds/s/core{seeds_note}; {:.0} events/s; {:.0} acked ops/s\n",
+            "thrpt:  ", f.seeds_per_s, f.events_per_s, f.ops_acked_per_s
+        );
+        out += &format!(
+            "{:>24}checkers {:.1}% of CPU (target <= {:.0}%: {}), trace {:.1}%\n\n",
+            "split:  ",
+            f.checkers_share * 100.0,
+            TARGET_CHECKERS_SHARE * 100.0,
+            verdict(f.checkers_share <= TARGET_CHECKERS_SHARE),
+            f.trace_share * 100.0
+        );
+    }
+    for h in &r.hunts {
+        out += &format!(
+            "hunt/{} ({})\n{:>24}[{} {} {}] over {} starting seeds   target median <= {TARGET_FIND_MEDIAN_S} s: {}\n",
+            h.bug,
+            h.scenario,
+            "time:   ",
+            secs(h.wall_s.min),
+            secs(h.wall_s.median),
+            secs(h.wall_s.max),
+            h.wall_s.samples,
+            verdict(h.wall_s.median <= TARGET_FIND_MEDIAN_S && h.not_found == 0)
+        );
+        out += &format!(
+            "{:>24}[{:.0} {:.0} {:.0}]{}\n\n",
+            "seeds:  ",
+            h.seeds_tried.min,
+            h.seeds_tried.median,
+            h.seeds_tried.max,
+            if h.not_found > 0 {
+                format!("; not found from {} start(s)", h.not_found)
+            } else {
+                String::new()
+            }
+        );
+    }
+    out += "memory/peak-rss\n";
+    let max_mb = r.memory.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max);
+    for m in &r.memory {
+        out += &format!(
+            "{:>24}{:.1} MB  {} {} seed(s), {} job(s)\n",
+            "rss:    ", m.peak_rss_mb, m.scenario, m.seeds, m.jobs
+        );
+    }
+    out += &format!(
+        "{:>24}<= {TARGET_RSS_MB} MB per run and flat across sweeps: {}\n",
+        "target: ",
+        verdict(max_mb <= TARGET_RSS_MB)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_takes_min_median_max() {
+        let s = Stat::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.min, s.median, s.max, s.samples), (1.0, 2.0, 3.0, 3));
+        let even = Stat::of(&[4.0, 1.0, 2.0, 3.0]);
+        assert_eq!(even.median, 2.5);
+    }
+
+    #[test]
+    fn every_implemented_knob_has_a_hunt_scenario_that_names_it() {
+        for bug in KnownBug::ALL.into_iter().filter(|b| b.implemented()) {
+            let (_, name) = HUNT_SCENARIOS
+                .iter()
+                .find(|(b, _)| *b == bug)
+                .unwrap_or_else(|| panic!("{bug} has no hunt scenario"));
+            let scn = load(name).expect("hunt scenario loads");
+            assert!(scn.bugs().contains(&bug), "{name} switches {bug} on");
+        }
+    }
+}
