@@ -158,6 +158,7 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
             }
             other => unreachable!("fault `{other}` rejected by scenario validation"),
         };
+        w.record_chaos(&item);
         madsim::task::spawn(w.clone().apply(item));
     }
 }

@@ -168,6 +168,28 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Minimize a failing seed's scenario: keep the seed, turn the chaos controller's faults
+    /// into a timeline, drop and shorten faults, cut duration and load while the same violation
+    /// kind still occurs; write the minimal scenario and print its replay command.
+    Shrink {
+        /// A JSON report of `run --json` or `run --out`.
+        report: PathBuf,
+        /// The failing seed to shrink (default: the report's first failing seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The violation kind that must keep occurring (default: the seed's first violation).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Write the minimal scenario here (default: <scenario>-seed<S>-min.json).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Seed runs to spend at most (each candidate scenario is one run).
+        #[arg(long, default_value_t = 300)]
+        max_runs: usize,
+        /// Candidates run at once; the result does not depend on it, only the runs spent.
+        #[arg(long, short = 'j', default_value_t = 1)]
+        jobs: usize,
+    },
     /// Run every named scenario against its `expect` (the regression suite).
     Ci {
         /// Seeds per scenario (default: the scenario's `expect.ci_seeds`, else 10).
@@ -311,6 +333,14 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             jobs,
         } => hunt(&scenario, &bugs, seed, max_seeds, jobs),
         Cmd::Merge { reports, json } => merge(&reports, json),
+        Cmd::Shrink {
+            report,
+            seed,
+            kind,
+            out,
+            max_runs,
+            jobs,
+        } => shrink(&report, seed, kind.as_deref(), out, max_runs, jobs),
         Cmd::Ci {
             seeds,
             junit,
@@ -575,17 +605,12 @@ fn merge(paths: &[PathBuf], json: bool) -> Result<i32, UsageError> {
     })
 }
 
-struct ReplayOpts {
-    trace: bool,
-    around_ms: Option<u64>,
-    window_ms: u64,
-    seed: Option<u64>,
-    html: Option<PathBuf>,
-    perfetto: Option<PathBuf>,
-}
-
-fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
-    let saved = read_report(path)?;
+/// The scenario a saved report ran (its file if it still loads, else the named scenario), how
+/// it was named, and the knobs: the scenario's own and the report's.
+fn report_scenario(
+    path: &Path,
+    saved: &RunReport,
+) -> Result<(String, Arc<Scenario>, Knobs), UsageError> {
     let arg = saved
         .scenario_file
         .clone()
@@ -598,6 +623,21 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
             .iter()
             .chain(saved.bugs.iter().filter_map(|b| b.parse().ok())),
     );
+    Ok((arg, scn, knobs))
+}
+
+struct ReplayOpts {
+    trace: bool,
+    around_ms: Option<u64>,
+    window_ms: u64,
+    seed: Option<u64>,
+    html: Option<PathBuf>,
+    perfetto: Option<PathBuf>,
+}
+
+fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
+    let saved = read_report(path)?;
+    let (arg, scn, knobs) = report_scenario(path, &saved)?;
     if saved.failures.is_empty() {
         return Err(UsageError(format!(
             "{}: the report has no failing seed to replay",
@@ -712,6 +752,186 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
         }
     }
     Ok(code)
+}
+
+/// `shrink`: see [`crate::shrink`]. Exit 0 with the minimal scenario written, 1 when the seed
+/// no longer fails with the kind, 2 on bad input.
+fn shrink(
+    path: &Path,
+    seed: Option<u64>,
+    kind: Option<&str>,
+    out: Option<PathBuf>,
+    max_runs: usize,
+    jobs: usize,
+) -> Result<i32, UsageError> {
+    let wall = std::time::Instant::now();
+    let saved = read_report(path)?;
+    if saved.failures.is_empty() {
+        return Err(UsageError(format!(
+            "{}: the report has no failing seed to shrink",
+            path.display()
+        )));
+    }
+    let failed = match seed {
+        None => &saved.failures[0],
+        Some(s) => saved.failures.iter().find(|f| f.seed == s).ok_or_else(|| {
+            let seeds: Vec<String> = saved.failures.iter().map(|f| f.seed.to_string()).collect();
+            UsageError(format!(
+                "{}: seed {s} is not among the report's failing seeds ({})",
+                path.display(),
+                seeds.join(", ")
+            ))
+        })?,
+    };
+    let kind = match kind {
+        Some(k) => {
+            let kind = ViolationKind::parse(k).ok_or_else(|| {
+                UsageError(format!(
+                    "--kind {k}: unknown violation kind (one of {})",
+                    reports::text::join_kinds(&ViolationKind::ALL)
+                ))
+            })?;
+            if !failed.kinds().contains(&kind) {
+                return Err(UsageError(format!(
+                    "{}: seed {} failed with [{}], not {kind}",
+                    path.display(),
+                    failed.seed,
+                    reports::text::join_kinds(&failed.kinds())
+                )));
+            }
+            kind
+        }
+        None => failed.violations.first().map(|v| v.kind).ok_or_else(|| {
+            UsageError(format!(
+                "{}: seed {} is listed as failing but has no violations",
+                path.display(),
+                failed.seed
+            ))
+        })?,
+    };
+    if max_runs == 0 {
+        return Err(UsageError("--max-runs must be at least 1".into()));
+    }
+    let (arg, scn, knobs) = report_scenario(path, &saved)?;
+    let seed = failed.seed;
+    let name = format!("{}-seed{seed}-min", file_part(&saved.scenario));
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.json")));
+    let bugs: Vec<String> = knobs.iter().map(|b| b.to_string()).collect();
+    let opts = crate::shrink::Options {
+        seed,
+        kind,
+        knobs: knobs.clone(),
+        max_runs,
+        jobs,
+        name,
+        description: format!(
+            "Shrunk by `faultline shrink` from seed {seed} of {} (report {}, knobs [{}]): the \
+             chaos controller's faults as a timeline, minimized while `{kind}` still occurs",
+            saved.scenario,
+            path.display(),
+            bugs.join(", ")
+        ),
+    };
+    eprintln!(
+        "shrink: {} seed {seed} [{}] for {kind}, at most {max_runs} runs",
+        saved.scenario,
+        bugs.join(", ")
+    );
+    let o = match crate::shrink::shrink(&scn, &opts, &mut |line| eprintln!("shrink: {line}")) {
+        Ok(o) => o,
+        Err(nr) => {
+            let now = if nr.found.is_empty() {
+                "it passes now".to_string()
+            } else {
+                format!("found [{}]", reports::text::join_kinds(&nr.found))
+            };
+            eprintln!(
+                "faultline: seed {seed} of {arg} does not fail with {kind} any more ({now}; trace {}, the report's {}): nothing to shrink",
+                nr.trace_hash, failed.trace_hash
+            );
+            return Ok(EXIT_FAIL);
+        }
+    };
+    let text = serde_json::to_string_pretty(&o.minimal)? + "\n";
+    write_file(&out, text.as_bytes())?;
+    // What was written is what ran: the file loads back to the same scenario.
+    match Scenario::load(&out) {
+        Ok(back) if back == o.minimal => {}
+        Ok(_) => {
+            return Err(UsageError(format!(
+                "{}: reads back differently",
+                out.display()
+            )))
+        }
+        Err(e) => return Err(UsageError(format!("{e}"))),
+    }
+    let min = &o.minimal;
+    let load = |s: &Scenario| match s.workload.clients {
+        0 => "no clients".to_string(),
+        n => format!("{n} client(s) x {} ops/s", s.workload.ops_per_sec),
+    };
+    let failpoints = |s: &Scenario| {
+        let v: Vec<String> = s
+            .failpoints
+            .iter()
+            .map(|f| format!("{} {}/1000", f.name, f.per_mille))
+            .collect();
+        format!("[{}]", v.join(", "))
+    };
+    println!(
+        "shrunk {} seed {seed} ({kind}) in {} runs, {:.1}s wall{}",
+        saved.scenario,
+        o.runs,
+        wall.elapsed().as_secs_f64(),
+        if o.exhausted {
+            " (run budget spent: not fully minimal)"
+        } else {
+            ""
+        }
+    );
+    let before_items = if scn.chaos.is_some() {
+        format!(
+            "{} scripted + {} chaos faults = {}",
+            scn.timeline.len(),
+            o.chaos_faults,
+            scn.timeline.len() + o.chaos_faults
+        )
+    } else {
+        scn.timeline.len().to_string()
+    };
+    let after_items = if !o.materialized {
+        format!(
+            "{} scripted + the chaos block (its schedule did not fail once materialized)",
+            min.timeline.len()
+        )
+    } else {
+        min.timeline.len().to_string()
+    };
+    println!("  timeline items  {before_items} -> {after_items}");
+    println!(
+        "  duration        {} ms -> {} ms",
+        scn.duration_ms, min.duration_ms
+    );
+    println!("  workload        {} -> {}", load(&scn), load(min));
+    if !scn.failpoints.is_empty() {
+        println!(
+            "  failpoints      {} -> {}",
+            failpoints(&scn),
+            failpoints(min)
+        );
+    }
+    for item in &min.timeline {
+        println!(
+            "    {}",
+            serde_json::to_string(item).unwrap_or_else(|_| item.action().to_string())
+        );
+    }
+    println!("wrote {}", out.display());
+    println!(
+        "replay: {}",
+        crate::runner::replay_command(&out.display().to_string(), seed, &knobs)
+    );
+    Ok(EXIT_PASS)
 }
 
 fn hunt(

@@ -11,6 +11,7 @@ pub mod panics;
 pub mod profile;
 pub mod runner;
 pub mod scenario;
+pub mod shrink;
 pub mod trace;
 pub mod workload;
 pub mod world;

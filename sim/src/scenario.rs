@@ -864,6 +864,14 @@ pub fn named() -> Vec<(String, PathBuf)> {
     vec![]
 }
 
+/// The same item at another time. Through its JSON form, so it works for every action without
+/// listing them: only the shared `at_ms` field changes.
+pub fn retimed(item: &TimelineItem, at_ms: u64) -> TimelineItem {
+    let mut v = serde_json::to_value(item).expect("a timeline item serializes");
+    v["at_ms"] = serde_json::Value::from(at_ms);
+    serde_json::from_value(v).expect("an item with another at_ms is still an item")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

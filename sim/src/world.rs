@@ -184,6 +184,8 @@ struct State {
     keystore_ts: BTreeMap<NodeId, u64>,
     /// Keystore regressions seen during the run (`validate` findings).
     keystore_regressions: Vec<Violation>,
+    /// Every item the chaos controller applied, with `at_ms` set to when it fired.
+    chaos_schedule: Vec<TimelineItem>,
 }
 
 pub struct World {
@@ -219,6 +221,10 @@ pub struct SeedResult {
     pub full_trace: Option<Vec<TraceEvent>>,
     /// With `SeedOptions::profile`.
     pub cpu: Option<CpuSplit>,
+    /// The chaos controller's faults as timeline items at their firing times (ms), in firing
+    /// order: with the scenario's own timeline and no chaos block they script the same faults
+    /// (`shrink` starts from that). Recording them changes nothing in the run.
+    pub chaos_schedule: Vec<TimelineItem>,
 }
 
 /// Runs one seed on a fresh OS thread (std's `HashMap` seeding inside madsim is only
@@ -278,6 +284,7 @@ fn run_seed_here(
             pages: None,
             keystore_ts: BTreeMap::new(),
             keystore_regressions: vec![],
+            chaos_schedule: vec![],
         }),
         failpoints: Arc::new(Mutex::new(
             scn.failpoints
@@ -338,6 +345,7 @@ fn run_seed_here(
         violations,
     };
     let full_trace = st.trace.take_full();
+    let chaos_schedule = std::mem::take(&mut st.chaos_schedule);
     drop(st);
     let cpu = world
         .profile
@@ -348,6 +356,7 @@ fn run_seed_here(
         report,
         full_trace,
         cpu,
+        chaos_schedule,
     }
 }
 
@@ -1347,6 +1356,14 @@ impl World {
 
     pub fn set_client_node(&self, id: madsim::task::NodeId) {
         *self.client_node.lock().unwrap() = Some(id);
+    }
+    /// Remembers a fault the chaos controller is about to apply, timed now (see
+    /// [`SeedResult::chaos_schedule`]). Not traced: the run is the same with or without it.
+    pub fn record_chaos(&self, item: &TimelineItem) {
+        let mut st = self.lock();
+        let at_ms = Self::now_us(&st) / 1000;
+        st.chaos_schedule
+            .push(crate::scenario::retimed(item, at_ms));
     }
     pub fn note(&self, s: String) {
         self.lock().notes.push(s);
