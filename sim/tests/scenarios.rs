@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use engine::KnownBug;
 use reports::ViolationKind;
+use std::sync::Arc;
 
 #[test]
 fn steady_passes_every_seed_and_makes_progress() {
@@ -474,4 +475,50 @@ fn hunt_returns_the_lowest_failing_seed_at_any_jobs() {
         Some(seed),
         "no lower seed fails"
     );
+}
+
+#[test]
+fn a_step_down_hands_leadership_to_another_replica_and_loses_nothing() {
+    let scn = sim::scenario::Scenario::parse(
+        r#"{ "name": "step-downs", "replicas": 3, "duration_ms": 8000,
+             "workload": { "clients": 2, "ops_per_sec": 80, "collections": 2, "keys": 50 },
+             "timeline": [ { "at_ms": 2000, "action": "step_down" },
+                           { "at_ms": 4000, "action": "step_down" },
+                           { "at_ms": 6000, "action": "step_down" } ] }"#,
+        "step-downs.json",
+    )
+    .expect("scenario parses");
+    let scn = Arc::new(scn);
+    let mut handovers = 0;
+    for seed in 1..=4 {
+        let r = sim::world::run_seed(
+            scn.clone(),
+            seed,
+            engine::Knobs::new(vec![]),
+            sim::world::SeedOptions {
+                keep_full_trace: true,
+                ..Default::default()
+            },
+            String::new(),
+        );
+        assert!(
+            r.report.passed,
+            "seed {seed}: {}",
+            reports::text::seed_dossier(&r.report)
+        );
+        let trace = r.full_trace.expect("full trace kept");
+        for (i, ev) in trace.iter().enumerate() {
+            if ev.kind != "leader-step-down" {
+                continue;
+            }
+            let next = trace[i..].iter().find(|e| e.kind == "leader");
+            let next = next.unwrap_or_else(|| panic!("seed {seed}: no election after {ev:?}"));
+            assert_ne!(
+                next.node, ev.node,
+                "seed {seed}: the node that stepped down stands aside"
+            );
+            handovers += 1;
+        }
+    }
+    assert!(handovers >= 8, "step-downs reached leaders: {handovers}");
 }
