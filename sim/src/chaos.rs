@@ -19,15 +19,25 @@ use crate::world::{derive_seed, World};
 pub struct SwarmChoice {
     pub faults: Vec<String>,
     pub mean_interval_ms: u64,
+    /// Per mille of faults that follow the previous one within 10–300 ms instead of the usual
+    /// gap: clustered faults (a leader change, then a drop during the new leader's step-up)
+    /// reach interleavings that evenly spaced ones almost never do.
+    pub burst_per_mille: u32,
+    /// Failpoints on for the whole fault phase (name, per mille), drawn when the `failpoint`
+    /// fault is enabled: a slow drain or flaky page puts under every other fault.
+    pub background_failpoints: Vec<(String, u32)>,
 }
 
-/// Draws the seed's fault mix: each kind kept with probability 1/2 (at least one), and the
-/// interval scaled by 1/2..2.
+/// Draws the seed's fault mix: each kind kept with probability 1/2 (at least one), the
+/// interval scaled by 1/2..2, on half the seeds bursts of clustered faults, and with the
+/// `failpoint` fault each failpoint on in the background with probability 1/2.
 pub fn draw_swarm(chaos: &Chaos, rng: &mut ChaCha8Rng) -> SwarmChoice {
     if !chaos.swarm {
         return SwarmChoice {
             faults: chaos.faults.clone(),
             mean_interval_ms: chaos.mean_interval_ms,
+            burst_per_mille: 0,
+            background_failpoints: vec![],
         };
     }
     let mut faults: Vec<String> = chaos
@@ -40,9 +50,24 @@ pub fn draw_swarm(chaos: &Chaos, rng: &mut ChaCha8Rng) -> SwarmChoice {
         faults.push(chaos.faults[rng.gen_range(0..chaos.faults.len())].clone());
     }
     let mean_interval_ms = chaos.mean_interval_ms * rng.gen_range(50..=200) / 100;
+    let burst_per_mille = if rng.gen_bool(0.5) {
+        rng.gen_range(100..=500)
+    } else {
+        0
+    };
+    let mut background_failpoints = vec![];
+    if faults.iter().any(|f| f == "failpoint") {
+        for name in engine::failpoints::IMPLEMENTED {
+            if rng.gen_bool(0.5) {
+                background_failpoints.push((name.to_string(), rng.gen_range(20..=300)));
+            }
+        }
+    }
     SwarmChoice {
         faults,
         mean_interval_ms,
+        burst_per_mille,
+        background_failpoints,
     }
 }
 
@@ -50,18 +75,39 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
     // A stream of its own: the controller's draws do not shift the timeline's or workload's.
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(w.seed, "chaos-controller", 0));
     let swarm = draw_swarm(&chaos, &mut rng);
+    let background: Vec<String> = swarm
+        .background_failpoints
+        .iter()
+        .map(|(name, rate)| format!("{name} {rate}‰"))
+        .collect();
     w.note(format!(
-        "chaos{}: faults [{}], mean interval {} ms",
+        "chaos{}: faults [{}], mean interval {} ms, bursts {}‰, background failpoints [{}]",
         if chaos.swarm { " (swarm)" } else { "" },
         swarm.faults.join(", "),
-        swarm.mean_interval_ms
+        swarm.mean_interval_ms,
+        swarm.burst_per_mille,
+        background.join(", ")
     ));
     let replicas = w.scn.replicas;
     let end_ms = w.scn.duration_ms;
+    for (name, per_mille) in &swarm.background_failpoints {
+        w.set_background_failpoint(name, *per_mille);
+        let item = TimelineItem::Failpoint {
+            at_ms: 0,
+            name: name.clone(),
+            per_mille: *per_mille,
+            for_ms: end_ms,
+        };
+        w.record_chaos(&item);
+        madsim::task::spawn(w.clone().apply(item));
+    }
     loop {
-        let gap = rng
-            .gen_range(swarm.mean_interval_ms / 2..=swarm.mean_interval_ms * 3 / 2)
-            .max(1);
+        let gap = if rng.gen_range(0..1000) < swarm.burst_per_mille {
+            rng.gen_range(10..=300)
+        } else {
+            rng.gen_range(swarm.mean_interval_ms / 2..=swarm.mean_interval_ms * 3 / 2)
+        }
+        .max(1);
         madsim::time::sleep(Duration::from_millis(gap)).await;
         if w.workload_stop.load(Ordering::Relaxed) || w.sim_now_us() / 1000 >= end_ms {
             return;
@@ -201,5 +247,38 @@ mod tests {
             mixes.len() >= 5,
             "swarm explores different mixes: {mixes:?}"
         );
+    }
+
+    #[test]
+    fn swarm_draws_bursts_and_background_failpoints_only_where_enabled() {
+        let mut with_failpoint = chaos(true);
+        with_failpoint.faults.push("failpoint".into());
+        let (mut bursts, mut backgrounds) = (0, 0);
+        for seed in 0..64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let c = draw_swarm(&with_failpoint, &mut rng);
+            assert!(c.burst_per_mille == 0 || (100..=500).contains(&c.burst_per_mille));
+            bursts += usize::from(c.burst_per_mille > 0);
+            if !c.faults.iter().any(|f| f == "failpoint") {
+                assert!(c.background_failpoints.is_empty(), "{c:?}");
+            }
+            for (name, rate) in &c.background_failpoints {
+                assert!(engine::failpoints::IMPLEMENTED.contains(&name.as_str()));
+                assert!((20..=300).contains(rate));
+            }
+            backgrounds += usize::from(!c.background_failpoints.is_empty());
+        }
+        assert!(
+            (16..=48).contains(&bursts),
+            "about half the seeds burst: {bursts}"
+        );
+        assert!(
+            backgrounds >= 10,
+            "background failpoints drawn: {backgrounds}"
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let fixed = draw_swarm(&chaos(false), &mut rng);
+        assert_eq!(fixed.burst_per_mille, 0, "no swarm, no bursts");
+        assert!(fixed.background_failpoints.is_empty());
     }
 }

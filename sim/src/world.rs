@@ -186,6 +186,8 @@ struct State {
     keystore_regressions: Vec<Violation>,
     /// Every item the chaos controller applied, with `at_ms` set to when it fired.
     chaos_schedule: Vec<TimelineItem>,
+    /// Failpoint rates the chaos swarm set for the whole fault phase.
+    background_failpoints: BTreeMap<String, u32>,
 }
 
 pub struct World {
@@ -285,6 +287,7 @@ fn run_seed_here(
             keystore_ts: BTreeMap::new(),
             keystore_regressions: vec![],
             chaos_schedule: vec![],
+            background_failpoints: BTreeMap::new(),
         }),
         failpoints: Arc::new(Mutex::new(
             scn.failpoints
@@ -468,13 +471,24 @@ impl World {
             .insert(name.to_string(), per_mille);
     }
 
-    /// The failpoint's rate as the scenario sets it for the whole fault phase.
+    /// The failpoint's rate for the whole fault phase: the scenario's, or the chaos swarm's
+    /// background rate if higher. A timed failpoint fault returns to it.
     fn scenario_failpoint(&self, name: &str) -> u32 {
-        self.scn
+        let scripted = self
+            .scn
             .failpoints
             .iter()
             .find(|f| f.name == name)
-            .map_or(0, |f| f.per_mille)
+            .map_or(0, |f| f.per_mille);
+        let background = self.lock().background_failpoints.get(name).copied();
+        scripted.max(background.unwrap_or(0))
+    }
+
+    /// The chaos swarm switched `name` on for the whole fault phase.
+    pub fn set_background_failpoint(&self, name: &str, per_mille: u32) {
+        self.lock()
+            .background_failpoints
+            .insert(name.to_string(), per_mille);
     }
 
     fn madsim_id(&self, id: NodeId) -> madsim::task::NodeId {
@@ -880,7 +894,13 @@ impl World {
                 ));
                 self.set_failpoint(&name, per_mille);
                 madsim::time::sleep(Duration::from_millis(for_ms)).await;
-                self.set_failpoint(&name, self.scenario_failpoint(&name));
+                // After the fault phase the liveness phase owns failpoints: all off.
+                let rate = if self.workload_stop.load(Ordering::Relaxed) {
+                    0
+                } else {
+                    self.scenario_failpoint(&name)
+                };
+                self.set_failpoint(&name, rate);
             }
             TimelineItem::RotateKek { .. } => {
                 self.record("controller", "admin", "rotate kek".into());
