@@ -10,11 +10,17 @@ use madsim::net::Endpoint;
 use crate::raft::{Index, NodeId, Op, Session, Term};
 use crate::wire::{AdminAction, ClientResult, Wire, TAG};
 
-/// How a write ended, from the client's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an operation ended, from the client's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Committed: the cluster promised durability.
     Acked { index: Index, term: Term },
+    /// A read committed at `index`: the document as of that entry.
+    Read {
+        index: Index,
+        term: Term,
+        value: Option<Vec<u8>>,
+    },
     /// Gave up before an acknowledgement; the write may or may not have committed.
     Unknown,
     /// An admin step-down: the leader of `term` stepped down.
@@ -79,7 +85,16 @@ impl Client {
         self.leader_guess = *next.expect("replicas").0;
     }
 
-    /// Executes one write until it is acknowledged or the deadline passes.
+    /// The session the next operation will carry in its log entry (retries reuse it).
+    pub fn next_session(&self) -> Session {
+        Session {
+            client: self.client_id,
+            seq: self.op_seq + 1,
+        }
+    }
+
+    /// Executes one operation (a write, or an `Op::Get` read) until it is acknowledged or the
+    /// deadline passes.
     pub async fn write(&mut self, op: Op) -> Outcome {
         self.execute(&|id, session| Wire::Request {
             id,
@@ -122,6 +137,9 @@ impl Client {
             match self.await_reply(id).await {
                 Some(ClientResult::Committed { index, term }) => {
                     return Outcome::Acked { index, term }
+                }
+                Some(ClientResult::Read { index, term, value }) => {
+                    return Outcome::Read { index, term, value }
                 }
                 Some(ClientResult::NotLeader { leader: Some(l) }) if l != self.leader_guess => {
                     self.leader_guess = l;

@@ -65,18 +65,70 @@ impl FromStr for KnownBug {
     }
 }
 
+/// Ordinary one-line bugs of the kinds storage engineers write, planted by the harness's own
+/// tests to prove each checker catches what it claims to (no incident, no scenario, no CLI
+/// name: only with the `planted-bugs` feature, which only test builds enable).
+#[cfg(feature = "planted-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Planted {
+    /// Followers apply a delete to nothing (the ingest layer drops tombstones).
+    FollowerDropsDeletes,
+    /// The leader answers a read from its checkpoint, ignoring changes not yet checkpointed.
+    ReadFromCheckpoint,
+    /// Pending proposals outlive a lost leadership and are acknowledged by index alone: a
+    /// proposal whose slot another leader's entry took is acknowledged as committed.
+    AckOverwrittenProposal,
+    /// Followers skip the session check: a retried client operation executes twice.
+    FollowerIgnoresSessions,
+    /// The leader acknowledges a write when proposed, before it commits.
+    AckBeforeCommit,
+}
+
 /// The set of knobs switched on for one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Knobs(BTreeSet<KnownBug>);
+pub struct Knobs {
+    bugs: BTreeSet<KnownBug>,
+    #[cfg(feature = "planted-bugs")]
+    planted: BTreeSet<Planted>,
+}
 
 impl Knobs {
     pub fn new(bugs: impl IntoIterator<Item = KnownBug>) -> Self {
-        Knobs(bugs.into_iter().collect())
+        Knobs {
+            bugs: bugs.into_iter().collect(),
+            ..Knobs::default()
+        }
     }
     pub fn on(&self, bug: KnownBug) -> bool {
-        self.0.contains(&bug)
+        self.bugs.contains(&bug)
     }
     pub fn iter(&self) -> impl Iterator<Item = KnownBug> + '_ {
-        self.0.iter().copied()
+        self.bugs.iter().copied()
+    }
+    /// With a planted bug (tests of the checkers only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn with_planted(mut self, bug: Planted) -> Self {
+        self.planted.insert(bug);
+        self
+    }
+    /// Whether a planted bug is on; always false outside test builds.
+    #[cfg(feature = "planted-bugs")]
+    pub fn planted(&self, bug: Planted) -> bool {
+        self.planted.contains(&bug)
     }
 }
+
+/// `knobs.planted(Planted::X)`, compiled to `false` without the `planted-bugs` feature.
+macro_rules! planted {
+    ($knobs:expr, $bug:ident) => {{
+        #[cfg(feature = "planted-bugs")]
+        let on = $knobs.planted($crate::knobs::Planted::$bug);
+        #[cfg(not(feature = "planted-bugs"))]
+        let on = {
+            let _ = &$knobs;
+            false
+        };
+        on
+    }};
+}
+pub(crate) use planted;

@@ -175,7 +175,8 @@ impl Delta {
     /// Applies one operation; `below` says whether a table is visible in the layers underneath.
     pub fn apply(&mut self, op: &Op, ts: u64, below: &dyn Fn(&str) -> bool) {
         match op {
-            Op::Noop | Op::Rotate(_) => {}
+            // `Store::apply` turns an append into the put of its result.
+            Op::Noop | Op::Rotate(_) | Op::Get { .. } | Op::Append { .. } => {}
             Op::Put {
                 collection,
                 key,
@@ -361,17 +362,36 @@ impl Store {
             self.keystore.apply(r, e.ts);
             return true;
         }
+        let appended;
+        let op = match &e.op {
+            Op::Append {
+                collection,
+                key,
+                value,
+            } => {
+                // Read-modify-write through every layer: the append's result is a put.
+                let mut v = self.get(collection, key).unwrap_or_default();
+                v.extend_from_slice(value);
+                appended = Op::Put {
+                    collection: collection.clone(),
+                    key: key.clone(),
+                    value: v,
+                };
+                &appended
+            }
+            op => op,
+        };
         if self.mode == Mode::Leader {
             let (base, in_flight) = (&self.base, &self.in_flight);
             let below = |t: &str| visible_in(base, in_flight.as_ref(), t);
-            self.dirty.apply(&e.op, e.ts, &below);
+            self.dirty.apply(op, e.ts, &below);
         } else {
             let (base, in_flight, dirty) = (&self.base, &self.in_flight, &self.dirty);
             let below = |t: &str| {
                 let v = visible_in(base, in_flight.as_ref(), t);
                 dirty.tables.get(t).map_or(v, |d| d.visible(v))
             };
-            self.ingest.apply(&e.op, e.ts, &below);
+            self.ingest.apply(op, e.ts, &below);
         }
         true
     }
@@ -395,6 +415,27 @@ impl Store {
             c = d.overlay(name, c);
         }
         c
+    }
+
+    /// Which layer decides what a reader sees of `collection/key` (for failure reports).
+    pub fn layer_of(&self, collection: &str, key: &str) -> &'static str {
+        let layers = [
+            ("the ingest layer", &self.ingest),
+            ("the dirty layer", &self.dirty),
+        ];
+        let in_flight = self.in_flight.iter().map(|d| ("the in-flight checkpoint layer", d));
+        for (name, d) in layers.into_iter().chain(in_flight) {
+            if let Some(t) = d.tables.get(collection) {
+                if t.docs.contains_key(key) || t.masked_ts.is_some() {
+                    return name;
+                }
+            }
+        }
+        if self.base.has(collection) {
+            "the base checkpoint"
+        } else {
+            "no layer (the collection is nowhere)"
+        }
     }
 
     fn layers(&self) -> impl Iterator<Item = &Delta> {

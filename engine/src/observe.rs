@@ -9,7 +9,7 @@ use crate::keystore::{Keystore, KeystoreRef};
 use crate::layered::{CheckpointMeta, Mode};
 use crate::page_store::{BlockInfo, Published};
 use crate::pages::Lsn;
-use crate::raft::{Entry, Index, NodeId, RaftEvent, Role, Term};
+use crate::raft::{Entry, Index, NodeId, Op, RaftEvent, Role, Session, Term};
 use crate::state::{Collection, CollectionHash};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,10 @@ pub enum Event {
         digest: u64,
         /// False when the entry repeated an already applied client operation (skipped).
         executed: bool,
+        /// The entry's operation and client session: the harness replays the committed
+        /// sequence on its own reference model and matches acknowledgements to entries.
+        op: Op,
+        session: Option<Session>,
     },
     /// Something worth a line in the trace that is not a failure.
     Warn(String),
@@ -91,6 +95,10 @@ pub trait Inspect: Send + Sync {
     fn hashes(&self) -> BTreeMap<String, CollectionHash>;
     /// The last `n` log entries, for failure reports.
     fn log_tail(&self, n: usize) -> Vec<Entry>;
+    /// Which storage layer decides what a reader sees of one document (for failure reports).
+    fn layer_of(&self, _collection: &str, _key: &str) -> String {
+        "an unknown layer".to_string()
+    }
 }
 
 pub trait Observer: Send + Sync {
@@ -103,6 +111,10 @@ pub trait Observer: Send + Sync {
     fn crash(&self, node: NodeId, message: String);
     /// The page service is up and can be inspected.
     fn attach_pages(&self, _inspect: Arc<dyn InspectPages>) {}
+    /// A follower is about to install checkpoint `id` (`after`: it just did). Called with none
+    /// of the node's locks held, so its [`Inspect`] may be read: the harness compares what a
+    /// reader sees on both sides of the swap.
+    fn installing(&self, _node: NodeId, _id: u64, _after: bool) {}
 }
 
 /// What the harness may see of the page service.

@@ -38,6 +38,19 @@ pub enum Op {
     DropCollection {
         name: String,
     },
+    /// List-append: the document becomes its current bytes (empty if absent) followed by
+    /// `value`. Not idempotent, so a duplicated or lost effect shows in what readers see.
+    Append {
+        collection: String,
+        key: String,
+        value: Vec<u8>,
+    },
+    /// A linearizable read: ordered through the log, answered by the leader with the document
+    /// as of this entry. Changes nothing.
+    Get {
+        collection: String,
+        key: String,
+    },
     /// A key rotation, with the wrapped key material the leader prepared.
     Rotate(crate::keystore::Rotation),
 }
@@ -136,6 +149,9 @@ pub enum RaftEvent {
     },
     BecameLeader {
         term: Term,
+        /// The new leader's log end before its no-op: it must hold every committed entry.
+        last_index: Index,
+        last_term: Term,
     },
     BecameFollower {
         term: Term,
@@ -153,6 +169,8 @@ pub enum RaftEvent {
     Committed {
         index: Index,
         term: Term,
+        /// The term of the entry at `index`: a leader commits only through its own term's entries.
+        entry_term: Term,
     },
     /// The log was cut at `from` (entries `from..` removed) on the leader's request.
     Truncated {
@@ -160,6 +178,9 @@ pub enum RaftEvent {
         removed_last: Index,
         last_applied: Index,
         commit: Index,
+        /// Term and digest of each removed entry, from `from` on: the harness checks none of
+        /// them is an entry some node applied, in any incarnation.
+        removed: Vec<(Term, u64)>,
     },
 }
 
@@ -577,9 +598,11 @@ impl Raft {
         let peers: Vec<_> = self.peers().collect();
         self.next_index = peers.iter().map(|p| (*p, next)).collect();
         self.match_index = peers.iter().map(|p| (*p, 0)).collect();
-        self.ready
-            .events
-            .push(RaftEvent::BecameLeader { term: self.term });
+        self.ready.events.push(RaftEvent::BecameLeader {
+            term: self.term,
+            last_index: self.last_index(),
+            last_term: self.last_term(),
+        });
         // A no-op in the new term lets the leader commit everything before it.
         let ts = self.last_ts() + 1;
         self.append_local(Op::Noop, None, ts);
@@ -732,6 +755,10 @@ impl Raft {
     /// `commit` and `last_applied` stay where they were.
     fn truncate_from(&mut self, from: Index) {
         let removed_last = self.last_index();
+        let removed = self.log[from as usize - 1..]
+            .iter()
+            .map(|e| (e.term, e.digest()))
+            .collect();
         if !self.cfg.volatile_term {
             invariant!(
                 from > self.last_applied,
@@ -759,6 +786,7 @@ impl Raft {
             removed_last,
             last_applied: self.last_applied,
             commit: self.commit,
+            removed,
         });
     }
 
@@ -801,6 +829,7 @@ impl Raft {
             self.ready.events.push(RaftEvent::Committed {
                 index: n,
                 term: self.term,
+                entry_term: self.term_at(n).unwrap_or(0),
             });
             self.emit_committed();
         }

@@ -21,7 +21,7 @@ use crate::failpoints::{self, FailpointRates, Failpoints};
 use crate::invariant::classify_panic;
 use crate::keystore::{self, DataKey, KeyBytes, Keystore, KeystoreRef};
 use crate::kms::{KmsOp, KmsResult};
-use crate::knobs::{Knobs, KnownBug};
+use crate::knobs::{planted, Knobs, KnownBug};
 use crate::layered::{CheckpointMeta, Mode, StableView, Store};
 use crate::log_store::LogStore;
 use crate::observe::{Event, Inspect, NodeStatus, Observer, StorageStatus};
@@ -204,6 +204,9 @@ impl Inspect for Inspector {
     }
     fn hashes(&self) -> BTreeMap<String, CollectionHash> {
         lock(&self.0).store.hashes()
+    }
+    fn layer_of(&self, collection: &str, key: &str) -> String {
+        lock(&self.0).store.layer_of(collection, key).to_string()
     }
     fn log_tail(&self, n: usize) -> Vec<Entry> {
         let c = lock(&self.0);
@@ -686,7 +689,11 @@ impl Node {
                     return;
                 }
                 let ts = sim_clock_us();
+                let get = matches!(op, crate::raft::Op::Get { .. });
                 match c.raft.propose(op, session, ts) {
+                    Ok((index, term)) if !get && planted!(self.cfg.knobs, AckBeforeCommit) => {
+                        self.reply(client, id, ClientResult::Committed { index, term });
+                    }
                     Ok((index, term)) => {
                         c.pending.insert(index, Pending { client, id, term });
                     }
@@ -778,7 +785,10 @@ impl Node {
         }
         c.backlog.extend(ready.committed);
         self.apply_backlog(&mut c);
-        if c.raft.role() != Role::Leader && !c.pending.is_empty() {
+        if c.raft.role() != Role::Leader
+            && !c.pending.is_empty()
+            && !planted!(self.cfg.knobs, AckOverwrittenProposal)
+        {
             // Lost leadership: the outcome of pending writes is unknown to us.
             let leader = c.raft.leader();
             for (_, p) in std::mem::take(&mut c.pending) {
@@ -808,7 +818,7 @@ impl Node {
                 }
             }
             let e = c.backlog.pop_front().expect("front exists");
-            let executed = c.store.apply(&e);
+            let executed = self.apply_entry(c, &e);
             if let (true, crate::raft::Op::Rotate(r)) = (executed, &e.op) {
                 let ks = &c.store.keystore;
                 let on = if c.raft.role() == Role::Leader {
@@ -840,22 +850,52 @@ impl Node {
                     ts: e.ts,
                     digest: e.digest(),
                     executed,
+                    op: e.op.clone(),
+                    session: e.session,
                 },
             );
             if let Some(p) = c.pending.remove(&e.index) {
-                let result = if p.term == e.term {
+                // A pending entry of another term: our proposal lost its slot to another
+                // leader's entry, whose outcome is not ours to report.
+                let result = if p.term != e.term && !planted!(self.cfg.knobs, AckOverwrittenProposal) {
+                    ClientResult::NotLeader {
+                        leader: c.raft.leader(),
+                    }
+                } else if let crate::raft::Op::Get { collection, key } = &e.op {
+                    ClientResult::Read {
+                        index: e.index,
+                        term: e.term,
+                        value: if planted!(self.cfg.knobs, ReadFromCheckpoint) {
+                            c.store.base.docs(collection).get(key).cloned()
+                        } else {
+                            c.store.get(collection, key)
+                        },
+                    }
+                } else {
                     ClientResult::Committed {
                         index: e.index,
                         term: e.term,
-                    }
-                } else {
-                    ClientResult::NotLeader {
-                        leader: c.raft.leader(),
                     }
                 };
                 self.reply(p.client, p.id, result);
             }
         }
+    }
+
+    /// Applies one committed entry to storage; returns whether it executed (see
+    /// [`crate::layered::Store::apply`]).
+    fn apply_entry(&self, c: &mut Core, e: &Entry) -> bool {
+        let follower = c.raft.role() != Role::Leader;
+        if follower && planted!(self.cfg.knobs, FollowerDropsDeletes) {
+            if let crate::raft::Op::Delete { .. } = e.op {
+                let noop = Entry { op: crate::raft::Op::Noop, ..e.clone() };
+                return c.store.apply(&noop);
+            }
+        }
+        if follower && planted!(self.cfg.knobs, FollowerIgnoresSessions) {
+            return c.store.apply(&Entry { session: None, ..e.clone() });
+        }
+        c.store.apply(e)
     }
 
     /// Keeps the storage role in step with the raft role: step down when leadership of the
@@ -1313,6 +1353,21 @@ impl Node {
                     self.reclaim(term, gen, why);
                     return;
                 }
+                Ok(PsResult::Stale) => {
+                    // The service refused a late duplicate: a newer request on this session
+                    // overtook ours. After a re-election that is this node's newer leadership
+                    // (this checkpoint belongs to an older one and simply ends); otherwise the
+                    // put did not happen and the checkpoint fails before wrap-up.
+                    if lock(&self.core).generation != gen {
+                        self.note(
+                            "checkpoint-abandoned",
+                            format!("checkpoint {id}: put overtaken by a newer leadership's request (stale)"),
+                        );
+                        return;
+                    }
+                    failure = Some("page-service put refused as a stale duplicate".to_string());
+                    break;
+                }
                 Ok(other) => {
                     invariant!(false, "checkpoint {id}: unexpected reply to put: {other:?}");
                     return;
@@ -1393,6 +1448,14 @@ impl Node {
             Ok(PsResult::Fenced { epoch: t }) => {
                 let why = format!("checkpoint {id} at publish: epoch {epoch} fenced by epoch {t}");
                 self.reclaim(term, gen, why);
+                return;
+            }
+            Ok(PsResult::Stale) if lock(&self.core).generation != gen => {
+                // Overtaken by this node's newer leadership (see the put above): not ours now.
+                self.note(
+                    "checkpoint-abandoned",
+                    format!("checkpoint {id}: publish overtaken by a newer leadership's request (stale)"),
+                );
                 return;
             }
             Ok(other) => {
@@ -1643,6 +1706,7 @@ impl Node {
         };
         match load_view(&self.ps, meta, &base, &key, &follower, 2).await {
             Ok(view) => {
+                self.obs.installing(self.id, id, false);
                 let mut c = lock(&self.core);
                 if c.store.mode() != Mode::Follower || !c.store.can_install(&view.meta) {
                     return;
@@ -1651,6 +1715,7 @@ impl Node {
                 c.store.install(view);
                 let left = c.store.ingest.len();
                 drop(c);
+                self.obs.installing(self.id, id, true);
                 self.note(
                     "pickup",
                     format!(

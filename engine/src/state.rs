@@ -53,7 +53,19 @@ impl StateMachine {
         }
         match &e.op {
             // Key rotations change the keystore, not the documents (see `layered::Store`).
-            Op::Noop | Op::Rotate(_) => {}
+            Op::Noop | Op::Rotate(_) | Op::Get { .. } => {}
+            Op::Append {
+                collection,
+                key,
+                value,
+            } => {
+                self.collections
+                    .entry(collection.clone())
+                    .or_default()
+                    .entry(key.clone())
+                    .or_default()
+                    .extend_from_slice(value);
+            }
             Op::Put {
                 collection,
                 key,

@@ -70,6 +70,12 @@ pub enum ClientResult {
         index: Index,
         term: Term,
     },
+    /// A read (`Op::Get`) committed at `index`: the document as of that entry.
+    Read {
+        index: Index,
+        term: Term,
+        value: Option<Vec<u8>>,
+    },
     /// Not (or no longer) the leader; the write may or may not commit later.
     NotLeader {
         leader: Option<NodeId>,

@@ -29,11 +29,17 @@ pub enum ViolationKind {
     Durability,
     /// The cluster failed to recover service after faults healed.
     Liveness,
+    /// What a replica's readers see differs from the reference model (the committed sequence
+    /// replayed on the plain state machine) at the replica's applied index.
+    ModelDivergence,
+    /// The client history has no linearization, an acknowledgement names another operation's
+    /// entry, or an operation took effect twice.
+    Linearizability,
 }
 
 impl ViolationKind {
     /// Every kind, in `Ord` order; for help texts and exhaustive iteration.
-    pub const ALL: [ViolationKind; 9] = [
+    pub const ALL: [ViolationKind; 11] = [
         ViolationKind::NodeAbort,
         ViolationKind::Crash,
         ViolationKind::Hang,
@@ -43,6 +49,8 @@ impl ViolationKind {
         ViolationKind::StateDivergence,
         ViolationKind::Durability,
         ViolationKind::Liveness,
+        ViolationKind::ModelDivergence,
+        ViolationKind::Linearizability,
     ];
 
     /// The stable kebab-case identifier (identical to the serde form).
@@ -57,6 +65,8 @@ impl ViolationKind {
             ViolationKind::StateDivergence => "state-divergence",
             ViolationKind::Durability => "durability",
             ViolationKind::Liveness => "liveness",
+            ViolationKind::ModelDivergence => "model-divergence",
+            ViolationKind::Linearizability => "linearizability",
         }
     }
 

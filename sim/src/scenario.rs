@@ -45,6 +45,8 @@ fn d_checks() -> Vec<Check> {
         Check::Raft,
         Check::Durability,
         Check::Liveness,
+        Check::Model,
+        Check::Linearizability,
     ]
 }
 
@@ -91,6 +93,31 @@ pub struct Workload {
     pub ops_per_sec: u32,
     pub collections: u32,
     pub keys: u32,
+    /// The operation mix; without it each seed draws its own (see `workload::Mix`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mix: Option<WorkloadMix>,
+}
+
+/// Shares of all client operations, per mille; puts take what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadMix {
+    pub reads_per_mille: u32,
+    pub deletes_per_mille: u32,
+    pub appends_per_mille: u32,
+    /// Operations aimed at 10 hot keys per collection.
+    pub hot_per_mille: u32,
+}
+
+impl Default for WorkloadMix {
+    fn default() -> Self {
+        WorkloadMix {
+            reads_per_mille: 0,
+            deletes_per_mille: 0,
+            appends_per_mille: 0,
+            hot_per_mille: 0,
+        }
+    }
 }
 
 impl Default for Workload {
@@ -100,6 +127,7 @@ impl Default for Workload {
             ops_per_sec: 50,
             collections: 4,
             keys: 200,
+            mix: None,
         }
     }
 }
@@ -165,6 +193,10 @@ pub enum Check {
     Raft,
     Durability,
     Liveness,
+    /// Every replica's visible state against the reference model (`check::model`).
+    Model,
+    /// The client history: acknowledgements, at-most-once, linearizability (`check::clients`).
+    Linearizability,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -481,6 +513,15 @@ impl Scenario {
                 vec![Key("workload")],
                 "clients must be 0..=64; with clients, collections, keys and ops_per_sec must be > 0".into(),
             );
+        }
+        if let Some(m) = &w.mix {
+            let sum = m.reads_per_mille + m.deletes_per_mille + m.appends_per_mille;
+            if sum > 1000 || m.hot_per_mille > 1000 {
+                return err(
+                    vec![Key("workload"), Key("mix")],
+                    format!("reads + deletes + appends must be at most 1000 per mille (is {sum}), hot_per_mille at most 1000"),
+                );
+            }
         }
         for (i, b) in self.known_bugs.iter().enumerate() {
             match b.parse::<KnownBug>() {
@@ -896,7 +937,7 @@ mod tests {
             s.expect.kinds,
             vec![ViolationKind::RaftSafety, ViolationKind::DbhashMismatch]
         );
-        assert_eq!(s.checks.len(), 5);
+        assert_eq!(s.checks.len(), 7);
     }
 
     #[test]

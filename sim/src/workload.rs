@@ -14,7 +14,7 @@ use madsim::runtime::Handle;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::check::durability::{OpKind, OpRecord};
+use crate::check::clients::{ClientKind, ClientOp};
 use crate::world::{derive_seed, replica_addr, World, CLIENT_IP};
 
 const CLIENT_PORT_BASE: u16 = 9000;
@@ -32,18 +32,51 @@ pub fn start(w: Arc<World>) {
         .build();
     w.set_client_node(node.id());
     let wl = &w.scn.workload;
+    let mix = Mix::for_seed(&w);
     if wl.clients > 0 {
         w.note(format!(
-            "workload: {} clients, {} ops/s, {} collections x {} keys",
-            wl.clients, wl.ops_per_sec, wl.collections, wl.keys
+            "workload: {} clients, {} ops/s, {} collections x {} keys; mix per mille: {} reads, {} deletes, {} appends, {} on hot keys",
+            wl.clients, wl.ops_per_sec, wl.collections, wl.keys, mix.reads, mix.deletes, mix.appends, mix.hot
         ));
     }
     for c in 0..wl.clients {
-        node.spawn(client_loop(w.clone(), c));
+        node.spawn(client_loop(w.clone(), c, mix));
     }
 }
 
-async fn client_loop(w: Arc<World>, c: u32) {
+/// The operation mix of one seed, in per-mille of all operations (puts take the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mix {
+    pub reads: u32,
+    pub deletes: u32,
+    pub appends: u32,
+    /// Share of operations aimed at a small hot set of keys (10 per collection), so reads and
+    /// appends meet concurrent writers instead of scattering over the whole key space.
+    pub hot: u32,
+}
+
+impl Mix {
+    /// The scenario's mix, or one the seed draws (swarm testing: each seed explores its own).
+    pub fn for_seed(w: &World) -> Mix {
+        if let Some(m) = w.scn.workload.mix {
+            return Mix {
+                reads: m.reads_per_mille,
+                deletes: m.deletes_per_mille,
+                appends: m.appends_per_mille,
+                hot: m.hot_per_mille,
+            };
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(w.seed, "workload-mix", 0));
+        Mix {
+            reads: rng.gen_range(50..=300),
+            deletes: rng.gen_range(0..=80),
+            appends: rng.gen_range(0..=250),
+            hot: rng.gen_range(0..=700),
+        }
+    }
+}
+
+async fn client_loop(w: Arc<World>, c: u32, mix: Mix) {
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(w.seed, "workload", c as u64));
     let bind = SocketAddr::new(IpAddr::V4(CLIENT_IP), CLIENT_PORT_BASE + c as u16);
     let mut client = Client::connect(c as u64 + 1, bind, replicas(&w), ClientConfig::default())
@@ -68,45 +101,53 @@ async fn client_loop(w: Arc<World>, c: u32) {
         }
         seq += 1;
         let collection = format!("c{}", rng.gen_range(0..wl.collections));
-        let key = format!("k{}", rng.gen_range(0..wl.keys));
-        let value = format!("w{c}-{seq}").into_bytes();
-        let op = Op::Put {
-            collection: collection.clone(),
-            key: key.clone(),
-            value: value.clone(),
+        let hot = rng.gen_range(0..1000) < mix.hot;
+        let key = format!("k{}", rng.gen_range(0..if hot { wl.keys.min(10) } else { wl.keys }));
+        let roll = rng.gen_range(0..1000u32);
+        let (kind, op) = if roll < mix.reads {
+            let op = Op::Get { collection: collection.clone(), key: key.clone() };
+            (ClientKind::Get, op)
+        } else if roll < mix.reads + mix.deletes {
+            let op = Op::Delete { collection: collection.clone(), key: key.clone() };
+            (ClientKind::Delete, op)
+        } else if roll < mix.reads + mix.deletes + mix.appends {
+            // Elements are unique, so a lost or duplicated append shows in what readers see.
+            let value = format!("a{c}.{seq};").into_bytes();
+            let op = Op::Append { collection: collection.clone(), key: key.clone(), value: value.clone() };
+            (ClientKind::Append(value), op)
+        } else {
+            let value = format!("w{c}-{seq}").into_bytes();
+            let op = Op::Put { collection: collection.clone(), key: key.clone(), value: value.clone() };
+            (ClientKind::Put(value), op)
         };
-        tracked_write(
-            &w,
-            &mut client,
-            c,
-            collection,
-            OpKind::Put { key, value },
-            op,
-        )
-        .await;
+        tracked(&w, &mut client, c, collection, Some(key), kind, op).await;
+        w.sample_model("sampled while faults run");
     }
 }
 
-/// Writes through `client`, recording the operation before it is sent and its acknowledgement.
-async fn tracked_write(
+/// Runs one operation through `client`, recording it before it is sent and its outcome.
+async fn tracked(
     w: &World,
     client: &mut Client,
     client_no: u32,
     collection: String,
-    kind: OpKind,
+    key: Option<String>,
+    kind: ClientKind,
     op: Op,
 ) -> Outcome {
-    let handle = w.begin_op(OpRecord {
+    let handle = w.begin_op(ClientOp {
         client: client_no,
+        session: client.next_session(),
         collection,
+        key,
         kind,
         invoked_us: w.sim_now_us(),
         acked_us: None,
+        ack: None,
+        read: None,
     });
     let outcome = client.write(op).await;
-    if matches!(outcome, Outcome::Acked { .. }) {
-        w.ack_op(handle);
-    }
+    w.complete_op(handle, &outcome);
     outcome
 }
 
@@ -149,11 +190,11 @@ pub fn spawn_admin(w: Arc<World>, action: AdminAction) {
 pub fn spawn_ddl(w: Arc<World>, op: Op) {
     spawn_oneoff(w, move |w, mut client| async move {
         let (collection, kind) = match &op {
-            Op::DropCollection { name } => (name.clone(), OpKind::DropCollection),
-            Op::CreateCollection { name } => (name.clone(), OpKind::CreateCollection),
+            Op::DropCollection { name } => (name.clone(), ClientKind::DropCollection),
+            Op::CreateCollection { name } => (name.clone(), ClientKind::CreateCollection),
             _ => unreachable!("only DDL goes through here"),
         };
-        let outcome = tracked_write(&w, &mut client, u32::MAX, collection, kind, op.clone()).await;
+        let outcome = tracked(&w, &mut client, u32::MAX, collection, None, kind, op.clone()).await;
         w.record_client("ddl", format!("{op:?} -> {outcome:?}"));
     });
 }

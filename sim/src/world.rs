@@ -27,7 +27,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reports::{SeedReport, TraceEvent, Violation, ViolationKind};
 
-use crate::check::durability::OpRecord;
+use crate::check::clients::ClientOp;
+use crate::check::model::Model;
 use crate::check::history::History;
 use crate::check::{self, violation};
 use crate::disk::SimDisk;
@@ -153,6 +154,10 @@ pub fn op_summary(op: &Op) -> String {
         Op::Delete { collection, key } => format!("del {collection}/{key}"),
         Op::CreateCollection { name } => format!("create {name}"),
         Op::DropCollection { name } => format!("drop {name}"),
+        Op::Append {
+            collection, key, ..
+        } => format!("append {collection}/{key}"),
+        Op::Get { collection, key } => format!("get {collection}/{key}"),
         Op::Rotate(r) => r.summary(),
     }
 }
@@ -171,8 +176,19 @@ struct State {
     history: History,
     violations: Vec<Violation>,
     slots: BTreeMap<NodeId, Slot>,
-    ops: Vec<OpRecord>,
+    ops: Vec<ClientOp>,
     ops_acked: u64,
+    /// Acknowledged operations while faults ran (progress: a run that stops serving during
+    /// faults and converges at the end tested little).
+    ops_acked_fault_phase: u64,
+    /// Acknowledged reads while faults ran (each one checked by linearizability).
+    reads_acked_fault_phase: u64,
+    /// The canonical committed sequence replayed on the plain state machine.
+    model: Model,
+    /// Simulated time of the last sampled model comparison.
+    model_sampled_us: Option<u64>,
+    /// Model divergences found (the first few are reported).
+    model_divergences: u32,
     /// Active one-way clogs between madsim nodes, counted so overlapping faults compose.
     clogs: BTreeMap<(madsim::task::NodeId, madsim::task::NodeId), u32>,
     chaos_rng: ChaCha8Rng,
@@ -278,6 +294,11 @@ fn run_seed_here(
             slots: BTreeMap::new(),
             ops: vec![],
             ops_acked: 0,
+            ops_acked_fault_phase: 0,
+            reads_acked_fault_phase: 0,
+            model: Model::default(),
+            model_sampled_us: None,
+            model_divergences: 0,
             clogs: BTreeMap::new(),
             chaos_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "chaos", 0)),
             start: None,
@@ -388,19 +409,84 @@ impl World {
     }
 
     /// Records an operation as it is issued (so in-flight writes are known to the checkers);
-    /// returns a handle for [`World::ack_op`].
-    pub fn begin_op(&self, op: OpRecord) -> usize {
+    /// returns a handle for [`World::complete_op`].
+    pub fn begin_op(&self, op: ClientOp) -> usize {
         let mut st = self.lock();
         st.ops.push(op);
         st.ops.len() - 1
     }
 
-    pub fn ack_op(&self, handle: usize) {
+    /// What the client saw at the end of operation `handle`.
+    pub fn complete_op(&self, handle: usize, outcome: &engine::client::Outcome) {
+        use engine::client::Outcome;
+        let fault_phase = !self.workload_stop.load(Ordering::Relaxed);
         let mut st = self.lock();
         let now = Self::now_us(&st);
-        if let Some(op) = st.ops.get_mut(handle) {
-            op.acked_us = Some(now);
-            st.ops_acked += 1;
+        let (ack, read) = match outcome {
+            Outcome::Acked { index, term } => (Some((*index, *term)), None),
+            Outcome::Read { index, term, value } => (Some((*index, *term)), Some(value.clone())),
+            Outcome::Unknown | Outcome::SteppedDown { .. } => return,
+        };
+        let Some(op) = st.ops.get_mut(handle) else {
+            return;
+        };
+        op.acked_us = Some(now);
+        op.ack = ack;
+        op.read = read.clone();
+        st.ops_acked += 1;
+        if fault_phase {
+            st.ops_acked_fault_phase += 1;
+            st.reads_acked_fault_phase += read.is_some() as u64;
+        }
+    }
+
+    /// Compares every live replica's visible state with the reference model, at most every
+    /// 500 ms of simulated time. Called from client tasks between operations: no task or timer
+    /// of its own, so checking does not change the schedule it checks.
+    pub fn sample_model(&self, when: &str) {
+        if !self.scn.has_check(Check::Model) {
+            return;
+        }
+        {
+            let mut st = self.lock();
+            let now = Self::now_us(&st);
+            if st.model_sampled_us.is_some_and(|t| now < t + 500_000) {
+                return;
+            }
+            st.model_sampled_us = Some(now);
+        }
+        self.compare_with_model(None, when);
+    }
+
+    /// Compares live replicas (or just `only`) with the model; records any divergence.
+    fn compare_with_model(&self, only: Option<NodeId>, when: &str) {
+        let inspects: Vec<(NodeId, Arc<dyn Inspect>)> = {
+            let st = self.lock();
+            st.slots
+                .iter()
+                .filter(|(id, _)| !is_service(**id) && only.is_none_or(|o| o == **id))
+                .filter_map(|(id, s)| Some((*id, s.inspect.clone()?)))
+                .collect()
+        };
+        for (id, inspect) in inspects {
+            // No await between these reads: the node cannot apply anything in between.
+            let applied = inspect.status().last_applied;
+            let data = inspect.read_all();
+            let mut st = self.lock();
+            let Some(m) = st.model.compare(applied, &data) else {
+                continue;
+            };
+            let layer = match &m.key {
+                Some(k) => inspect.layer_of(&m.collection, k),
+                None => "its collection list".to_string(),
+            };
+            let at_ms = Self::now_us(&st) / 1000;
+            let v = crate::check::model::divergence(&node_name(id), applied, when, &m, &layer, at_ms);
+            let n = st.model_divergences;
+            st.model_divergences += 1;
+            if n < 3 {
+                st.violations.push(v);
+            }
         }
     }
 
@@ -1017,19 +1103,62 @@ impl World {
             ));
             found.append(&mut self.lock().keystore_regressions);
         }
-        if self.scn.has_check(Check::Durability) {
-            // Only replicas at the final commit index are compared (a lagging one is a liveness finding).
-            let max_applied = snaps
+        if self.scn.has_check(Check::Model) {
+            self.compare_with_model(None, "after the liveness phase");
+        }
+        let ops = std::mem::take(&mut self.lock().ops);
+        let mut undecided = 0;
+        {
+            let st = self.lock();
+            if self.scn.has_check(Check::Durability) {
+                // Every live replica, at whatever index it applied.
+                for snap in &snaps {
+                    found.extend(check::clients::check_durability(
+                        &ops,
+                        &st.model,
+                        &node_name(snap.status.id),
+                        snap.status.last_applied,
+                        &snap.data,
+                        at_ms,
+                    ));
+                }
+            }
+            let acks = check::clients::check_acks(&ops, &st.model, at_ms);
+            found.extend(acks.into_iter().filter(|v| match v.kind {
+                ViolationKind::Durability => self.scn.has_check(Check::Durability),
+                _ => self.scn.has_check(Check::Linearizability),
+            }));
+            if self.scn.has_check(Check::Linearizability) {
+                let (lin, n) = Profile::time(self.profile.as_ref(), Bucket::EndChecks, || {
+                    check::clients::check_linearizable(&ops, at_ms)
+                });
+                found.extend(lin);
+                undecided = n;
+            }
+        }
+        if undecided > 0 {
+            self.note(format!(
+                "linearizability: {undecided} key history(ies) undecided within the search budget"
+            ));
+        }
+        if self.scn.has_check(Check::Raft) {
+            let inspects: Vec<(NodeId, Arc<dyn Inspect>)> = {
+                let st = self.lock();
+                st.slots
+                    .iter()
+                    .filter(|(id, _)| !is_service(**id))
+                    .filter_map(|(id, s)| Some((*id, s.inspect.clone()?)))
+                    .collect()
+            };
+            let logs: Vec<(NodeId, Vec<(engine::raft::Index, engine::raft::Term, u64)>)> = inspects
                 .iter()
-                .map(|s| s.status.last_applied)
-                .max()
-                .unwrap_or(0);
-            let caught_up: Vec<NodeSnapshot> = snaps
-                .into_iter()
-                .filter(|s| s.status.last_applied == max_applied)
+                .map(|(id, i)| {
+                    let log = i.log_tail(usize::MAX);
+                    (*id, log.iter().map(|e| (e.index, e.term, e.digest())).collect())
+                })
                 .collect();
-            let ops = std::mem::take(&mut self.lock().ops);
-            found.extend(check::durability::check(&ops, &caught_up, at_ms));
+            let leader = self.current_leader();
+            self.lock().history.end_logs(&logs, leader, at_ms);
         }
         if !self.scn.has_check(Check::Raft) {
             self.lock().history.violations.clear();
@@ -1140,6 +1269,10 @@ async fn supervise(w: Arc<World>) {
     madsim::time::sleep(Duration::from_millis(w.scn.duration_ms)).await;
     w.workload_stop.store(true, Ordering::Relaxed);
     w.record("controller", "phase", "faults stop".into());
+    // Before the liveness phase makes every replica a copy of the leader's checkpoint.
+    if w.scn.has_check(Check::Model) {
+        w.compare_with_model(None, "at the end of the fault phase");
+    }
 
     let converged = w.liveness_phase().await;
     let at_ms = w.now_ms();
@@ -1189,6 +1322,13 @@ impl Observer for World {
     fn crash(&self, node: NodeId, message: String) {
         self.crashed(node, message)
     }
+
+    fn installing(&self, node: NodeId, id: u64, after: bool) {
+        if self.scn.has_check(Check::Model) {
+            let when = if after { "right after" } else { "right before" };
+            self.compare_with_model(Some(node), &format!("{when} installing checkpoint {id}"));
+        }
+    }
 }
 
 impl World {
@@ -1207,19 +1347,28 @@ impl World {
                 commit,
                 torn_bytes,
             } => {
-                Profile::time(p, Bucket::OnlineChecks, || st.history.restarted(node));
+                Profile::time(p, Bucket::OnlineChecks, || st.history.restarted(node, term, at_ms));
                 st.keystore_ts.remove(&node);
                 ("start", format!("term {term} vote {voted_for:?} log {log_len} commit {commit} torn {torn_bytes}"))
             }
             Event::Raft(r) => match r {
-                RaftEvent::BecameLeader { term } => {
+                RaftEvent::BecameLeader {
+                    term,
+                    last_index,
+                    last_term,
+                } => {
                     Profile::time(p, Bucket::OnlineChecks, || {
-                        st.history.became_leader(node, term, at_ms)
+                        st.history.became_leader(node, term, at_ms);
+                        st.history.leader_log(node, term, last_index, last_term, at_ms);
                     });
                     ("leader", format!("term {term}"))
                 }
-                RaftEvent::BecameCandidate { term } => ("candidate", format!("term {term}")),
+                RaftEvent::BecameCandidate { term } => {
+                    st.history.saw_term(node, term, at_ms);
+                    ("candidate", format!("term {term}"))
+                }
                 RaftEvent::BecameFollower { term, leader } => {
+                    st.history.saw_term(node, term, at_ms);
                     ("follower", format!("term {term} leader {leader:?}"))
                 }
                 RaftEvent::VoteGranted {
@@ -1233,6 +1382,9 @@ impl World {
                     if candidate_last_index < own_last_index {
                         st.windows.insert(WINDOW_VOTE_SHORTER_LOG);
                     }
+                    Profile::time(p, Bucket::OnlineChecks, || {
+                        st.history.voted(node, term, candidate, at_ms)
+                    });
                     (
                         "vote",
                         format!(
@@ -1240,15 +1392,23 @@ impl World {
                         ),
                     )
                 }
-                RaftEvent::Committed { index, term } => ("commit", format!("{index} term {term}")),
+                RaftEvent::Committed {
+                    index,
+                    term,
+                    entry_term,
+                } => {
+                    st.history.committed(node, index, term, entry_term, at_ms);
+                    ("commit", format!("{index} term {term}"))
+                }
                 RaftEvent::Truncated {
                     from,
                     removed_last,
                     last_applied,
                     commit,
+                    removed,
                 } => {
                     Profile::time(p, Bucket::OnlineChecks, || {
-                        st.history.truncated(node, from, removed_last, at_ms)
+                        st.history.truncated(node, from, removed_last, &removed, at_ms)
                     });
                     (
                         "truncate",
@@ -1262,9 +1422,15 @@ impl World {
                 ts,
                 digest,
                 executed,
+                op,
+                session,
             } => {
                 Profile::time(p, Bucket::OnlineChecks, || {
-                    st.history.applied(node, index, term, digest, at_ms)
+                    st.history.applied(node, index, term, digest, at_ms);
+                    st.model.offer(index, term, op, session);
+                    if let Some(v) = Self::check_decision(&st.model, &name, index, executed, session, at_ms) {
+                        st.history.violations.push(v);
+                    }
                 });
                 let dup = if executed {
                     ""
@@ -1326,6 +1492,41 @@ impl World {
             }
         };
         st.trace.record(at_us, &name, kind, detail);
+    }
+
+    /// Every replica makes the model's execute/skip decision for a client operation: executing
+    /// a duplicate applies its effect twice; skipping a first attempt loses it.
+    fn check_decision(
+        model: &Model,
+        name: &str,
+        index: engine::raft::Index,
+        executed: bool,
+        session: Option<engine::raft::Session>,
+        at_ms: u64,
+    ) -> Option<Violation> {
+        let decided = model.executed(index)?;
+        if decided == executed {
+            return None;
+        }
+        let s = session?;
+        let msg = if executed {
+            let first = model.took_effect(s).map_or("earlier".to_string(), |i| format!("at index {i}"));
+            format!(
+                "{name} executed client {} op {} again at index {index}: it already took effect {first} (an operation must take effect at most once)",
+                s.client, s.seq
+            )
+        } else {
+            format!(
+                "{name} skipped client {} op {} at index {index} as a duplicate, but it had not taken effect before: its effect is lost",
+                s.client, s.seq
+            )
+        };
+        let kind = if executed {
+            ViolationKind::Linearizability
+        } else {
+            ViolationKind::StateDivergence
+        };
+        Some(violation(kind, Some(name.to_string()), at_ms, msg))
     }
 
     fn aborted(&self, node: NodeId, abort: Abort) {

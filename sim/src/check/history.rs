@@ -1,7 +1,14 @@
-//! The raft checker: one canonical history of applied entries. Every node's applied sequence
-//! must be a prefix of it (state-machine safety), at most one node may lead a term (election
-//! safety), and no node may cut an entry some node already applied (committed entries are
-//! never truncated).
+//! The raft checker: one canonical history of applied entries, checked online against every
+//! raft property the harness can see from outside:
+//! - state-machine safety: every node's applied sequence is a prefix of the canonical one;
+//! - election safety: one leader per term, and one vote per voter per term across restarts;
+//! - a node's term never goes backwards, across restarts included;
+//! - leader completeness: a new leader's log reaches every applied entry, and a leader commits
+//!   only through an entry of its own term;
+//! - no node cuts an entry any node applied, in any incarnation.
+//!
+//! It cannot see a lost vote or term that no later message reveals, log contents a node never
+//! applies (`end_logs` compares whole logs at the end), or persistence order inside a node.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +28,10 @@ struct Applied {
 #[derive(Default)]
 pub struct History {
     leaders: BTreeMap<Term, (NodeId, u64)>,
+    /// Who each voter voted for in each term (across its restarts).
+    votes: BTreeMap<(NodeId, Term), (NodeId, u64)>,
+    /// The highest term each node has shown, in any incarnation.
+    max_term: BTreeMap<NodeId, (Term, u64)>,
     canonical: BTreeMap<Index, Applied>,
     /// Last index applied by each node's current incarnation.
     applied_upto: BTreeMap<NodeId, Index>,
@@ -41,12 +52,79 @@ impl History {
         }
     }
 
-    /// A node incarnation started: it re-applies from its own state.
-    pub fn restarted(&mut self, node: NodeId) {
+    /// A node incarnation started in `term`: it re-applies from its own state, and its term must
+    /// be at least any term it showed before (terms are persisted before they are used).
+    pub fn restarted(&mut self, node: NodeId, term: Term, at_ms: u64) {
         self.applied_upto.insert(node, 0);
+        if let Some(&(before, t)) = self.max_term.get(&node) {
+            if term < before {
+                let msg = format!(
+                    "restarted in term {term}, but it was in term {before} at {}: its term went backwards across a restart",
+                    secs(t)
+                );
+                self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+            }
+        }
+        self.saw_term(node, term, at_ms);
+    }
+
+    /// Node `node` showed it is in `term` (an election event or a vote).
+    pub fn saw_term(&mut self, node: NodeId, term: Term, at_ms: u64) {
+        let e = self.max_term.entry(node).or_insert((term, at_ms));
+        if term > e.0 {
+            *e = (term, at_ms);
+        }
+    }
+
+    /// `voter` granted its vote in `term` to `candidate`.
+    pub fn voted(&mut self, voter: NodeId, term: Term, candidate: NodeId, at_ms: u64) {
+        self.saw_term(voter, term, at_ms);
+        match self.votes.get(&(voter, term)).copied() {
+            Some((c, t)) if c != candidate => {
+                let msg = format!(
+                    "voted twice in term {term}: for n{c} at {} and for n{candidate}",
+                    secs(t)
+                );
+                self.report(ViolationKind::RaftSafety, voter, at_ms, msg);
+            }
+            Some(_) => {}
+            None => {
+                self.votes.insert((voter, term), (candidate, at_ms));
+            }
+        }
+    }
+
+    /// A leader advanced its commit index to `index`, whose entry is of `entry_term`.
+    pub fn committed(&mut self, node: NodeId, index: Index, term: Term, entry_term: Term, at_ms: u64) {
+        if entry_term != term {
+            let msg = format!(
+                "leader of term {term} committed through index {index}, an entry of term {entry_term}: a leader may count replicas only for its own term's entries"
+            );
+            self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+        }
+    }
+
+    /// Leader completeness at election: the new leader's log must reach the highest entry any
+    /// node applied, with that entry's term (log terms never decrease, so a lower last term
+    /// cannot hold it).
+    pub fn leader_log(&mut self, node: NodeId, term: Term, last_index: Index, last_term: Term, at_ms: u64) {
+        let Some((&m, a)) = self.canonical.iter().next_back() else {
+            return;
+        };
+        let a = *a;
+        if last_index < m || last_term < a.term {
+            let msg = format!(
+                "became leader of term {term} with its log ending at {last_index}@t{last_term}, without committed entry {m}@t{} that n{} applied at {}",
+                a.term,
+                a.node,
+                secs(a.at_ms)
+            );
+            self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+        }
     }
 
     pub fn became_leader(&mut self, node: NodeId, term: Term, at_ms: u64) {
+        self.saw_term(node, term, at_ms);
         match self.leaders.get(&term) {
             Some((other, t)) if *other != node => {
                 let msg = format!(
@@ -95,10 +173,16 @@ impl History {
         }
     }
 
-    /// A node cut its log from `from` (entries `from..=removed_last` removed).
-    pub fn truncated(&mut self, node: NodeId, from: Index, removed_last: Index, at_ms: u64) {
-        // An applied entry is committed; the node's own removed entries were the ones it applied
-        // if it had applied past `from` in this incarnation.
+    /// A node cut its log from `from`; `removed` holds the term and digest of each entry cut.
+    pub fn truncated(
+        &mut self,
+        node: NodeId,
+        from: Index,
+        removed_last: Index,
+        removed: &[(Term, u64)],
+        at_ms: u64,
+    ) {
+        // Its own applied entries, in this incarnation (whatever their content).
         let upto = self.applied_upto.get(&node).copied().unwrap_or(0);
         if from <= upto {
             let msg = format!(
@@ -106,6 +190,89 @@ impl History {
                 removed_last.min(upto)
             );
             self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+            return;
+        }
+        // Any node's applied entry, in any incarnation: the cut entry is the canonical one.
+        let cut = removed.iter().zip(from..).find(|((t, d), i)| {
+            self.canonical
+                .get(i)
+                .is_some_and(|c| c.term == *t && c.digest == *d)
+        });
+        if let Some(((t, _), i)) = cut {
+            let c = self.canonical[&i];
+            let msg = format!(
+                "truncated entry {i}@t{t}, which n{} applied at {}: a committed entry was cut",
+                c.node,
+                secs(c.at_ms)
+            );
+            self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+        }
+    }
+
+    /// Whole logs at the end, `(index, term, digest)` per entry: terms never decrease along a
+    /// log; two logs holding an entry of the same index and term hold the same entries up to it
+    /// (log matching); every log holds each applied entry it reaches, and the leader's log
+    /// reaches every applied entry (leader completeness, at rest).
+    pub fn end_logs(
+        &mut self,
+        logs: &[(NodeId, Vec<(Index, Term, u64)>)],
+        leader: Option<NodeId>,
+        at_ms: u64,
+    ) {
+        for (node, log) in logs {
+            if let Some(w) = log.windows(2).find(|w| w[1].1 < w[0].1) {
+                let msg = format!(
+                    "log terms decrease: entry {}@t{} follows {}@t{}",
+                    w[1].0, w[1].1, w[0].0, w[0].1
+                );
+                self.report(ViolationKind::RaftSafety, *node, at_ms, msg);
+            }
+            let wrong = log.iter().find(|(i, t, d)| {
+                self.canonical
+                    .get(i)
+                    .is_some_and(|c| (c.term, c.digest) != (*t, *d))
+            });
+            if let Some((i, t, _)) = wrong {
+                let c = self.canonical[i];
+                let msg = format!(
+                    "log holds {i}@t{t} where n{} applied {i}@t{}: a committed entry was replaced",
+                    c.node, c.term
+                );
+                self.report(ViolationKind::RaftSafety, *node, at_ms, msg);
+            }
+            let last = self.canonical.keys().next_back().copied().unwrap_or(0);
+            let reach = log.last().map_or(0, |e| e.0);
+            if Some(*node) == leader && reach < last {
+                let msg = format!(
+                    "the leader's log ends at {reach}, short of applied entry {last}"
+                );
+                self.report(ViolationKind::RaftSafety, *node, at_ms, msg);
+            }
+        }
+        for (a, la) in logs {
+            for (b, lb) in logs.iter().filter(|(b, _)| b > a) {
+                let bi: BTreeMap<Index, (Term, u64)> =
+                    lb.iter().map(|(i, t, d)| (*i, (*t, *d))).collect();
+                // The highest index where both hold an entry of the same term...
+                let Some(&(m, _, _)) = la
+                    .iter()
+                    .rev()
+                    .find(|(i, t, _)| bi.get(i).is_some_and(|(tb, _)| tb == t))
+                else {
+                    continue;
+                };
+                // ...below which every entry must be the same.
+                let diff = la
+                    .iter()
+                    .take_while(|e| e.0 <= m)
+                    .find(|(i, t, d)| bi.get(i) != Some(&(*t, *d)));
+                if let Some((i, t, _)) = diff {
+                    let msg = format!(
+                        "log matching broken: n{a} and n{b} agree on entry {m}'s term but differ at {i} (n{a} has term {t})"
+                    );
+                    self.report(ViolationKind::RaftSafety, *b, at_ms, msg);
+                }
+            }
         }
     }
 
@@ -126,7 +293,7 @@ mod tests {
     fn same_history_on_every_node_is_clean() {
         let mut h = History::default();
         for n in 1..=3 {
-            h.restarted(n);
+            h.restarted(n, 0, 0);
             for i in 1..=5 {
                 h.applied(n, i, 1, i * 10, i);
             }
@@ -160,22 +327,81 @@ mod tests {
     #[test]
     fn truncating_applied_entries_is_flagged_but_uncommitted_ones_are_not() {
         let mut h = History::default();
-        h.restarted(1);
+        h.restarted(1, 0, 0);
         h.applied(1, 1, 1, 1, 0);
         h.applied(1, 2, 1, 2, 0);
-        h.truncated(1, 3, 4, 1); // never applied: fine
+        h.truncated(1, 3, 4, &[(1, 3), (1, 4)], 1); // never applied: fine
         assert!(h.violations.is_empty());
-        h.truncated(1, 2, 4, 2);
+        h.truncated(1, 2, 4, &[(1, 2), (1, 3), (1, 4)], 2);
         assert_eq!(h.violations[0].kind, ViolationKind::RaftSafety);
     }
 
     #[test]
     fn restart_reapplies_from_the_start() {
         let mut h = History::default();
-        h.restarted(1);
+        h.restarted(1, 0, 0);
         h.applied(1, 1, 1, 1, 0);
-        h.restarted(1);
+        h.restarted(1, 1, 3);
         h.applied(1, 1, 1, 1, 5);
         assert!(h.violations.is_empty());
+    }
+
+    #[test]
+    fn cutting_an_entry_another_incarnation_applied_is_flagged() {
+        let mut h = History::default();
+        h.restarted(1, 0, 0);
+        h.applied(1, 1, 1, 0xa, 0);
+        h.applied(1, 2, 1, 0xb, 0);
+        h.restarted(1, 1, 5); // a new incarnation has applied nothing yet
+        h.truncated(1, 2, 2, &[(1, 0xc)], 6); // a different entry at 2: never applied, fine
+        assert!(h.violations.is_empty());
+        h.truncated(1, 2, 2, &[(1, 0xb)], 7); // the applied one
+        assert_eq!(h.violations.len(), 1);
+        assert!(h.violations[0].message.contains("committed entry was cut"));
+    }
+
+    #[test]
+    fn two_votes_in_a_term_and_a_term_going_backwards() {
+        let mut h = History::default();
+        h.voted(1, 4, 2, 0);
+        h.voted(1, 4, 2, 1); // the same vote again: fine
+        assert!(h.violations.is_empty());
+        h.restarted(1, 2, 5); // term 4 was shown before
+        h.voted(1, 4, 3, 6);
+        let msgs: Vec<&str> = h.violations.iter().map(|v| v.message.as_str()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(msgs[0].contains("went backwards"));
+        assert!(msgs[1].contains("voted twice in term 4"));
+    }
+
+    #[test]
+    fn whole_logs_at_the_end() {
+        let mut h = History::default();
+        h.applied(1, 1, 1, 0xa, 0);
+        h.applied(1, 2, 1, 0xb, 0);
+        let good = vec![(1, 1, 0xa), (2, 1, 0xb), (3, 2, 0xc)];
+        h.end_logs(&[(1, good.clone()), (2, good.clone())], Some(1), 9);
+        assert!(h.violations.is_empty(), "{:?}", h.violations);
+        let decreasing = vec![(1, 1, 0xa), (2, 1, 0xb), (3, 2, 0xc), (4, 1, 0xd)];
+        let replaced = vec![(1, 1, 0xa), (2, 1, 0xe), (3, 2, 0xc)];
+        h.end_logs(&[(1, good), (2, decreasing), (3, replaced)], Some(1), 9);
+        let msgs: Vec<&str> = h.violations.iter().map(|v| v.message.as_str()).collect();
+        assert!(msgs.iter().any(|m| m.contains("terms decrease")), "{msgs:?}");
+        assert!(msgs.iter().any(|m| m.contains("was replaced")), "{msgs:?}");
+        assert!(msgs.iter().any(|m| m.contains("log matching")), "{msgs:?}");
+    }
+
+    #[test]
+    fn leader_completeness_and_commit_through_own_term() {
+        let mut h = History::default();
+        h.applied(1, 1, 1, 0xa, 0);
+        h.applied(1, 2, 2, 0xb, 0);
+        h.leader_log(2, 3, 2, 2, 1); // holds 2@t2: fine
+        h.committed(2, 3, 3, 3, 1);
+        assert!(h.violations.is_empty());
+        h.leader_log(3, 4, 5, 1, 2); // longer but with a lower last term: cannot hold 2@t2
+        h.leader_log(3, 4, 1, 1, 2); // too short
+        h.committed(3, 4, 4, 2, 3);
+        assert_eq!(h.violations.len(), 3, "{:?}", h.violations);
     }
 }

@@ -1,11 +1,15 @@
-//! Invariant checkers. `history` runs online over the engine's events (one canonical history,
-//! TigerBeetle style); `dbhash`, `durability` and `validate` run on snapshots at the end, after
-//! the liveness phase has converged the cluster.
+//! Invariant checkers. `history` and `model` run online over the engine's events (one canonical
+//! history, TigerBeetle style, replayed on the plain state machine); `model` also compares each
+//! replica's visible state while faults run; `clients` checks what clients observed
+//! (acknowledgements, linearizability, durability); `dbhash` and `validate` run on snapshots at
+//! the end, after the liveness phase has converged the cluster.
 
+pub mod clients;
 pub mod dbhash;
-pub mod durability;
 pub mod history;
+pub mod linearizability;
 pub mod liveness;
+pub mod model;
 pub mod validate;
 
 use reports::{Violation, ViolationKind};

@@ -23,10 +23,16 @@ pub fn run(name: &str, bugs: &[KnownBug], seeds: std::ops::Range<u64>, jobs: usi
     let scn = load(name);
     let mut knobs: Vec<KnownBug> = scn.bugs();
     knobs.extend_from_slice(bugs);
+    run_with(name, Knobs::new(knobs), seeds, jobs)
+}
+
+/// A sweep of a named scenario with these knobs (planted bugs included).
+pub fn run_with(name: &str, knobs: Knobs, seeds: std::ops::Range<u64>, jobs: usize) -> SweepResult {
+    let scn = load(name);
     sweep(&Sweep {
         scenario: scn,
         scenario_arg: name.to_string(),
-        knobs: Knobs::new(knobs),
+        knobs,
         seeds: seeds.collect(),
         jobs,
         fail_fast: false,

@@ -1,0 +1,344 @@
+//! The reference model: the canonical committed sequence replayed on `engine::state`, the plain
+//! state machine, with every document's versions kept by index. A replica's visible state (what
+//! a read on it returns: base ⊕ in-flight ⊕ dirty ⊕ ingest) must equal the model at the
+//! replica's applied index — checked while faults run, on both sides of every checkpoint
+//! install and at the end of the fault phase, before the liveness phase makes every replica a
+//! copy of the leader's checkpoint. It sees a wrong follower apply or read path the moment it
+//! shows; it cannot see a bug that leaves what readers see right (block accounting: `validate`)
+//! or state it is never shown (a node that is down at every sample).
+
+use std::collections::BTreeMap;
+
+use engine::raft::{Entry, Index, Op, Session, Term};
+use engine::state::{Collection, StateMachine};
+use reports::{Violation, ViolationKind};
+
+use super::violation;
+
+type DocKey = (String, String);
+
+/// One change of a document or a collection: the index that made it and what it left.
+#[derive(Debug, Clone)]
+struct Version<T> {
+    index: Index,
+    after: T,
+}
+
+#[derive(Default)]
+pub struct Model {
+    sm: StateMachine,
+    /// Canonical entries above the model's applied index, waiting for the gap below to fill.
+    waiting: BTreeMap<Index, (Term, Op, Option<Session>)>,
+    docs: BTreeMap<DocKey, Vec<Version<Option<Vec<u8>>>>>,
+    tables: BTreeMap<String, Vec<Version<bool>>>,
+    /// The model's execute/skip decision per index (a duplicate client operation is skipped).
+    executed: BTreeMap<Index, bool>,
+    /// Where each client operation took effect.
+    took_effect: BTreeMap<Session, Index>,
+    /// Term of each canonical index, for matching acknowledgements.
+    terms: BTreeMap<Index, (Term, Option<Session>)>,
+    /// Comparisons made (coverage: a model check that never ran proved nothing).
+    pub comparisons: u64,
+}
+
+/// Where the model and a replica first disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub collection: String,
+    /// `None`: the collection itself exists on one side only.
+    pub key: Option<String>,
+    pub replica: Option<Vec<u8>>,
+    pub model: Option<Vec<u8>>,
+    /// Index of the model's last change to that document or collection.
+    pub model_changed_at: Option<Index>,
+}
+
+impl Model {
+    /// Highest index the model has applied (every canonical index up to it is known).
+    pub fn applied(&self) -> Index {
+        self.sm.applied_index()
+    }
+
+    /// An entry of the canonical committed history, seen for the first time.
+    pub fn offer(&mut self, index: Index, term: Term, op: Op, session: Option<Session>) {
+        if index <= self.applied() {
+            return;
+        }
+        self.waiting.insert(index, (term, op, session));
+        while let Some((term, op, session)) = self.waiting.remove(&(self.applied() + 1)) {
+            self.apply(self.applied() + 1, term, op, session);
+        }
+    }
+
+    fn apply(&mut self, index: Index, term: Term, op: Op, session: Option<Session>) {
+        // The documents this entry can change, read back after applying.
+        let touched: Vec<DocKey> = match &op {
+            Op::Put { collection, key, .. }
+            | Op::Append { collection, key, .. }
+            | Op::Delete { collection, key } => vec![(collection.clone(), key.clone())],
+            Op::DropCollection { name } => self
+                .sm
+                .collections()
+                .get(name)
+                .map(|c| c.keys().map(|k| (name.clone(), k.clone())).collect())
+                .unwrap_or_default(),
+            Op::Noop | Op::Get { .. } | Op::CreateCollection { .. } | Op::Rotate(_) => vec![],
+        };
+        let table = match &op {
+            Op::Put { collection, .. }
+            | Op::Append { collection, .. }
+            | Op::Delete { collection, .. } => Some(collection.clone()),
+            Op::DropCollection { name } | Op::CreateCollection { name } => Some(name.clone()),
+            _ => None,
+        };
+        let existed = table
+            .as_ref()
+            .map(|t| self.sm.collections().contains_key(t));
+        let entry = Entry {
+            term,
+            index,
+            ts: 0,
+            op,
+            session,
+        };
+        let executed = self.sm.apply(&entry);
+        self.executed.insert(index, executed);
+        self.terms.insert(index, (term, session));
+        if let (true, Some(s)) = (executed, session) {
+            self.took_effect.insert(s, index);
+        }
+        for (c, k) in touched {
+            let after = self.sm.get(&c, &k).cloned();
+            let versions = self.docs.entry((c, k)).or_default();
+            if versions.last().map(|v| &v.after) != Some(&after) {
+                versions.push(Version { index, after });
+            }
+        }
+        if let (Some(t), Some(before)) = (table, existed) {
+            let now = self.sm.collections().contains_key(&t);
+            if now != before {
+                self.tables
+                    .entry(t)
+                    .or_default()
+                    .push(Version { index, after: now });
+            }
+        }
+    }
+
+    /// The model's decision for `index`: executed (`true`) or skipped as a duplicate.
+    pub fn executed(&self, index: Index) -> Option<bool> {
+        self.executed.get(&index).copied()
+    }
+
+    /// Where client operation `s` took effect, if it has.
+    pub fn took_effect(&self, s: Session) -> Option<Index> {
+        self.took_effect.get(&s).copied()
+    }
+
+    /// Term and session of the canonical entry at `index`.
+    pub fn entry_at(&self, index: Index) -> Option<(Term, Option<Session>)> {
+        self.terms.get(&index).copied()
+    }
+
+    /// A document's value as of `index` (absent: `None`).
+    pub fn value_at(&self, collection: &str, key: &str, index: Index) -> Option<&Vec<u8>> {
+        let versions = self.docs.get(&(collection.to_string(), key.to_string()))?;
+        last_at(versions, index)?.after.as_ref()
+    }
+
+    fn doc_changed_at(&self, k: &DocKey, index: Index) -> Option<Index> {
+        self.docs.get(k).and_then(|v| last_at(v, index)).map(|v| v.index)
+    }
+
+    fn table_at(&self, name: &str, index: Index) -> (bool, Option<Index>) {
+        match self.tables.get(name).and_then(|v| last_at(v, index)) {
+            Some(v) => (v.after, Some(v.index)),
+            None => (false, None),
+        }
+    }
+
+    /// Compares what a replica applied to `index` shows with the model at that index; the first
+    /// difference in (collection, key) order. `None` also when the model cannot answer yet.
+    pub fn compare(
+        &mut self,
+        index: Index,
+        data: &BTreeMap<String, Collection>,
+    ) -> Option<Mismatch> {
+        if index > self.applied() {
+            return None;
+        }
+        self.comparisons += 1;
+        let mut names: Vec<&String> = self.tables.keys().chain(data.keys()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let (exists, changed) = self.table_at(name, index);
+            if exists != data.contains_key(name) {
+                return Some(Mismatch {
+                    collection: name.clone(),
+                    key: None,
+                    replica: None,
+                    model: None,
+                    model_changed_at: changed,
+                });
+            }
+        }
+        // Every document the model ever had, then any the replica has that it never had.
+        for ((c, k), versions) in &self.docs {
+            let model = last_at(versions, index).and_then(|v| v.after.as_ref());
+            let replica = data.get(c).and_then(|col| col.get(k));
+            if model != replica {
+                return Some(self.mismatch(c, k, replica, index));
+            }
+        }
+        for (c, col) in data {
+            for (k, v) in col {
+                if !self.docs.contains_key(&(c.clone(), k.clone())) {
+                    return Some(self.mismatch(c, k, Some(v), index));
+                }
+            }
+        }
+        None
+    }
+
+    fn mismatch(&self, c: &str, k: &str, replica: Option<&Vec<u8>>, index: Index) -> Mismatch {
+        let key = (c.to_string(), k.to_string());
+        Mismatch {
+            collection: c.to_string(),
+            key: Some(k.to_string()),
+            replica: replica.cloned(),
+            model: self.value_at(c, k, index).cloned(),
+            model_changed_at: self.doc_changed_at(&key, index),
+        }
+    }
+}
+
+fn last_at<T>(versions: &[Version<T>], index: Index) -> Option<&Version<T>> {
+    let n = versions.partition_point(|v| v.index <= index);
+    n.checked_sub(1).map(|i| &versions[i])
+}
+
+pub fn show(v: Option<&Vec<u8>>) -> String {
+    match v {
+        None => "<absent>".into(),
+        Some(b) if b.len() > 48 => format!(
+            "{:?}...({} bytes)",
+            String::from_utf8_lossy(&b[..48]),
+            b.len()
+        ),
+        Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
+    }
+}
+
+/// The `model-divergence` finding for a mismatch on `node` at `index`; `when` says which
+/// sample found it and `layer` which of the node's layers produced its value.
+pub fn divergence(
+    node: &str,
+    index: Index,
+    when: &str,
+    m: &Mismatch,
+    layer: &str,
+    at_ms: u64,
+) -> Violation {
+    let at = m
+        .model_changed_at
+        .map_or("never changed".to_string(), |i| format!("last changed at index {i}"));
+    let msg = match &m.key {
+        None => format!(
+            "{node} at applied index {index} ({when}): collection {} exists on one side only (the reference model's {at})",
+            m.collection
+        ),
+        Some(k) => format!(
+            "{node} at applied index {index} ({when}): {}/{k} reads {} but the reference model has {} ({at}); the value came from {layer}",
+            m.collection,
+            show(m.replica.as_ref()),
+            show(m.model.as_ref()),
+        ),
+    };
+    violation(
+        ViolationKind::ModelDivergence,
+        Some(node.to_string()),
+        at_ms,
+        msg,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(c: &str, k: &str, v: &str) -> Op {
+        Op::Put {
+            collection: c.into(),
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    fn data(pairs: &[(&str, &str, &str)]) -> BTreeMap<String, Collection> {
+        let mut d: BTreeMap<String, Collection> = BTreeMap::new();
+        for (c, k, v) in pairs {
+            d.entry(c.to_string())
+                .or_default()
+                .insert(k.to_string(), v.as_bytes().to_vec());
+        }
+        d
+    }
+
+    #[test]
+    fn versions_answer_any_past_index() {
+        let mut m = Model::default();
+        m.offer(1, 1, put("a", "k", "v1"), None);
+        m.offer(3, 1, put("a", "k", "v3"), None); // waits for index 2
+        assert_eq!(m.applied(), 1);
+        m.offer(2, 1, put("a", "j", "x"), None);
+        assert_eq!(m.applied(), 3);
+        assert_eq!(m.value_at("a", "k", 2), Some(&b"v1".to_vec()));
+        assert_eq!(m.value_at("a", "k", 3), Some(&b"v3".to_vec()));
+        assert_eq!(m.compare(2, &data(&[("a", "k", "v1"), ("a", "j", "x")])), None);
+        let miss = m.compare(3, &data(&[("a", "k", "v1"), ("a", "j", "x")])).unwrap();
+        assert_eq!(miss.key.as_deref(), Some("k"));
+        assert_eq!(miss.model_changed_at, Some(3));
+    }
+
+    #[test]
+    fn drops_deletes_and_appends_follow_the_state_machine() {
+        let mut m = Model::default();
+        m.offer(1, 1, put("a", "k", "v"), None);
+        let append = Op::Append {
+            collection: "a".into(),
+            key: "l".into(),
+            value: b"1;".to_vec(),
+        };
+        m.offer(2, 1, append.clone(), None);
+        m.offer(3, 1, append, None);
+        assert_eq!(m.value_at("a", "l", 3), Some(&b"1;1;".to_vec()));
+        m.offer(4, 1, Op::DropCollection { name: "a".into() }, None);
+        assert_eq!(m.compare(4, &BTreeMap::new()), None);
+        let miss = m.compare(4, &data(&[("a", "k", "v")])).unwrap();
+        assert_eq!(miss.key, None, "the collection should be gone");
+        assert_eq!(m.compare(3, &data(&[("a", "k", "v"), ("a", "l", "1;1;")])), None);
+    }
+
+    #[test]
+    fn a_duplicate_session_is_skipped_and_remembered() {
+        let mut m = Model::default();
+        let s = Some(Session { client: 1, seq: 1 });
+        m.offer(1, 1, put("a", "k", "v"), s);
+        m.offer(2, 1, put("a", "k", "v"), s);
+        assert_eq!(m.executed(1), Some(true));
+        assert_eq!(m.executed(2), Some(false));
+        assert_eq!(m.took_effect(s.unwrap()), Some(1));
+    }
+
+    #[test]
+    fn a_document_the_model_never_had_is_a_mismatch() {
+        let mut m = Model::default();
+        m.offer(1, 1, put("a", "k", "v"), None);
+        let miss = m
+            .compare(1, &data(&[("a", "k", "v"), ("a", "ghost", "g")]))
+            .unwrap();
+        assert_eq!(miss.key.as_deref(), Some("ghost"));
+        assert_eq!(miss.model, None);
+    }
+}
