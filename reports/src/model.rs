@@ -150,6 +150,16 @@ pub struct SeedReport {
     /// Client ops acknowledged; a seed with 0 acked ops tested little.
     #[serde(default)]
     pub ops_acked: u64,
+    /// Client ops acknowledged while faults ran (before the liveness phase): progress under
+    /// faults, not only after they healed.
+    #[serde(default)]
+    pub ops_acked_fault_phase: u64,
+    /// Reads acknowledged while faults ran; every one is checked by the linearizability checker.
+    #[serde(default)]
+    pub reads_acked_fault_phase: u64,
+    /// Comparisons of a replica's visible state with the reference model.
+    #[serde(default)]
+    pub model_checks: u64,
     #[serde(default)]
     pub wall_ms: u64,
     /// Last events, for the dossier.

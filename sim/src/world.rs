@@ -358,6 +358,9 @@ fn run_seed_here(
         sim_ms: sim_ms_end,
         events: st.trace.count(),
         ops_acked: st.ops_acked,
+        ops_acked_fault_phase: st.ops_acked_fault_phase,
+        reads_acked_fault_phase: st.reads_acked_fault_phase,
+        model_checks: st.model.comparisons,
         wall_ms: wall.elapsed().as_millis() as u64,
         trace_tail: if passed { vec![] } else { st.trace.tail(80) },
         causal: match violations.first() {
