@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::keystore::{fresh_key, nonce, open, seal, KeyBytes};
-use crate::observe::{Event, Observer};
+use crate::observe::{Event, Observer, StorageEvent, Warning};
 use crate::raft::NodeId;
 use crate::replica::guarded;
 use crate::wire::{Wire, TAG};
@@ -154,17 +154,19 @@ async fn run_inner(cfg: KmsConfig, obs: Arc<dyn Observer>) {
         Err(e) => {
             obs.event(
                 KMS_NODE,
-                Event::Warn(format!("cannot bind {}: {e}", cfg.addr)),
+                Event::Warn(Warning::CannotBind {
+                    addr: cfg.addr.to_string(),
+                    error: e.to_string(),
+                }),
             );
             return;
         }
     };
     obs.event(
         KMS_NODE,
-        Event::Storage {
-            kind: "kms-start",
-            detail: format!("serving cmk versions 1..={MAX_CMK_VERSION}"),
-        },
+        Event::Storage(StorageEvent::KmsStarted {
+            cmk_versions: MAX_CMK_VERSION,
+        }),
     );
     let kms = Kms::new(cfg.seed);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.nonce_seed);

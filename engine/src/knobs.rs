@@ -82,6 +82,8 @@ pub enum Planted {
     FollowerIgnoresSessions,
     /// The leader acknowledges a write when proposed, before it commits.
     AckBeforeCommit,
+    /// Raft grants a vote to a candidate whose log has the same last term but is shorter.
+    VoteIgnoresLogLength,
 }
 
 /// The set of knobs switched on for one run.

@@ -1,8 +1,12 @@
 //! The observation interface: how the harness sees the engine without the engine knowing the
 //! harness. Nodes report events as they happen and expose an [`Inspect`] handle for snapshots.
 
+mod storage;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub use storage::{CheckpointFailure, StepUpStage, StorageEvent, Warning};
 
 use crate::invariant::Abort;
 use crate::keystore::{Keystore, KeystoreRef};
@@ -36,17 +40,16 @@ pub enum Event {
         session: Option<Session>,
     },
     /// Something worth a line in the trace that is not a failure.
-    Warn(String),
-    /// A storage-layer step (checkpoint, pick-up, step-up, sweep...), traced under `kind`.
-    Storage {
-        kind: &'static str,
-        detail: String,
-    },
+    Warn(Warning),
+    /// A storage-layer step (checkpoint, pick-up, step-up, sweep...).
+    Storage(StorageEvent),
     /// The node's in-memory keystore is now this one (at start, recovery, or a rotation).
     Keystore {
         ts: u64,
         kek_version: u32,
         cmk_version: u32,
+        /// A rotation applied while this node was not the leader (incident 000's first step).
+        rotation_on_follower: bool,
         why: String,
     },
 }

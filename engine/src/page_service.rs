@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 
-use crate::observe::{Event, InspectPages, Observer};
+use crate::observe::{Event, InspectPages, Observer, StorageEvent, Warning};
 use crate::page_store::{BlockInfo, PageStore, Published, PAGES_FILE};
 use crate::pages::Lsn;
 use crate::raft::NodeId;
@@ -53,7 +53,11 @@ async fn run_inner(cfg: PageServiceConfig, disk: Arc<dyn Storage>, obs: Arc<dyn 
     let bytes = match disk.read(PAGES_FILE) {
         Ok(b) => b,
         Err(e) => {
-            obs.event(id, Event::Warn(format!("cannot read {PAGES_FILE}: {e}")));
+            let w = Warning::CannotLoad {
+                what: PAGES_FILE.to_string(),
+                error: e.to_string(),
+            };
+            obs.event(id, Event::Warn(w));
             return;
         }
     };
@@ -66,22 +70,23 @@ async fn run_inner(cfg: PageServiceConfig, disk: Arc<dyn Storage>, obs: Arc<dyn 
     }
     obs.event(
         id,
-        Event::Storage {
-            kind: "ps-start",
-            detail: format!(
-                "{} blocks, newest checkpoint {:?}, epoch {}, torn {torn}",
-                store.blocks().len(),
-                store.latest().map(|p| p.id),
-                store.epoch()
-            ),
-        },
+        Event::Storage(StorageEvent::PageServiceStarted {
+            blocks: store.blocks().len(),
+            newest: store.latest().map(|p| p.id),
+            epoch: store.epoch(),
+            torn,
+        }),
     );
     let store = Arc::new(Mutex::new(store));
     obs.attach_pages(Arc::new(Inspector(store.clone())));
     let ep = match Endpoint::bind(cfg.addr).await {
         Ok(ep) => Arc::new(ep),
         Err(e) => {
-            obs.event(id, Event::Warn(format!("cannot bind {}: {e}", cfg.addr)));
+            let w = Warning::CannotBind {
+                addr: cfg.addr.to_string(),
+                error: e.to_string(),
+            };
+            obs.event(id, Event::Warn(w));
             return;
         }
     };

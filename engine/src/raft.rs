@@ -226,6 +226,9 @@ pub struct RaftConfig {
     pub max_append_entries: usize,
     /// Incident 003's faulty path.
     pub volatile_term: bool,
+    /// A planted bug (the harness's own tests only, see `knobs::Planted`): votes compare only
+    /// the last log terms, so a shorter log of the same last term wins.
+    pub vote_ignores_log_length: bool,
     pub rng_seed: u64,
 }
 
@@ -239,6 +242,7 @@ impl RaftConfig {
             heartbeat_ticks: 5,
             max_append_entries: 64,
             volatile_term: false,
+            vote_ignores_log_length: false,
             rng_seed,
         }
     }
@@ -556,7 +560,8 @@ impl Raft {
 
     fn on_request_vote(&mut self, from: NodeId, term: Term, last_index: Index, last_term: Term) {
         let up_to_date = last_term > self.last_term()
-            || (last_term == self.last_term() && last_index >= self.last_index());
+            || (last_term == self.last_term()
+                && (last_index >= self.last_index() || self.cfg.vote_ignores_log_length));
         let free = self.voted_for.is_none() || self.voted_for == Some(from);
         let granted = term == self.term && free && up_to_date && self.role == Role::Follower;
         if granted {

@@ -24,7 +24,10 @@ use crate::kms::{KmsOp, KmsResult};
 use crate::knobs::{planted, Knobs, KnownBug};
 use crate::layered::{CheckpointMeta, Mode, StableView, Store};
 use crate::log_store::LogStore;
-use crate::observe::{Event, Inspect, NodeStatus, Observer, StorageStatus};
+use crate::observe::{
+    CheckpointFailure, Event, Inspect, NodeStatus, Observer, StepUpStage, StorageEvent,
+    StorageStatus, Warning,
+};
 use crate::page_store::{PsOp, PsResult, Published};
 use crate::pages::{self, Docs, Lsn};
 use crate::ps_client::{KmsClient, PsClient};
@@ -459,7 +462,11 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
         Ok(r) => r,
         Err(e) => {
             // A dead incarnation's disk handle, or a corrupt disk: nothing sane to do.
-            obs.event(id, Event::Warn(format!("cannot load raft state: {e}")));
+            let w = Warning::CannotLoad {
+                what: "raft state".to_string(),
+                error: e.to_string(),
+            };
+            obs.event(id, Event::Warn(w));
             return;
         }
     };
@@ -470,7 +477,11 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
     let ps = match PsClient::bind(ps_bind, cfg.page_service, id, session).await {
         Ok(ps) => ps,
         Err(e) => {
-            obs.event(id, Event::Warn(format!("cannot bind {ps_bind}: {e}")));
+            let w = Warning::CannotBind {
+                addr: ps_bind.to_string(),
+                error: e.to_string(),
+            };
+            obs.event(id, Event::Warn(w));
             return;
         }
     };
@@ -501,13 +512,11 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
     };
     obs.event(
         id,
-        Event::Storage {
-            kind: "recover",
-            detail: base_note,
-        },
+        Event::Storage(StorageEvent::Recovered { from: base_note }),
     );
     let mut rcfg = RaftConfig::new(id, cfg.members.keys().copied().collect(), cfg.rng_seed);
     rcfg.volatile_term = cfg.knobs.on(KnownBug::VolatileRaftTerm);
+    rcfg.vote_ignores_log_length = planted!(cfg.knobs, VoteIgnoresLogLength);
     let log_len = rec.entries.len() as Index;
     let raft = Raft::restore(rcfg, rec.hard, rec.entries, store.applied_index());
     obs.event(
@@ -520,7 +529,7 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
             torn_bytes: rec.torn_bytes,
         },
     );
-    obs.event(id, keystore_event(&store.keystore, "recovered"));
+    obs.event(id, keystore_event(&store.keystore, false, "recovered"));
     let links = cfg
         .members
         .keys()
@@ -545,7 +554,11 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
     let ep = match Endpoint::bind(addr).await {
         Ok(ep) => Arc::new(ep),
         Err(e) => {
-            obs.event(id, Event::Warn(format!("cannot bind {addr}: {e}")));
+            let w = Warning::CannotBind {
+                addr: addr.to_string(),
+                error: e.to_string(),
+            };
+            obs.event(id, Event::Warn(w));
             return;
         }
     };
@@ -649,18 +662,19 @@ struct DrainStats {
 }
 
 /// A node's keystore changed (the harness checks it never goes backwards).
-fn keystore_event(ks: &Keystore, why: &str) -> Event {
+fn keystore_event(ks: &Keystore, rotation_on_follower: bool, why: &str) -> Event {
     Event::Keystore {
         ts: ks.ts,
         kek_version: ks.kek_version,
         cmk_version: ks.cmk_version,
+        rotation_on_follower,
         why: why.to_string(),
     }
 }
 
 impl Node {
-    fn note(&self, kind: &'static str, detail: String) {
-        self.obs.event(self.id, Event::Storage { kind, detail });
+    fn note(&self, e: StorageEvent) {
+        self.obs.event(self.id, Event::Storage(e));
     }
 
     fn handle(self: &Arc<Self>, input: Input) {
@@ -718,15 +732,10 @@ impl Node {
                     // then steps storage down and answers the pending writes.
                     let term = c.raft.term();
                     c.raft.step_down();
-                    let during = if c.store.mode() == Mode::SteppingUp {
-                        ", mid step-up"
-                    } else {
-                        ""
-                    };
-                    self.note(
-                        "leader-step-down",
-                        format!("term {term}: stepping down as asked{during}"),
-                    );
+                    self.note(StorageEvent::LeaderStepDown {
+                        term,
+                        mid_step_up: c.store.mode() == Mode::SteppingUp,
+                    });
                     self.reply(client, id, ClientResult::SteppedDown { term });
                 } else if c.store.mode() != Mode::Leader {
                     self.reply(client, id, ClientResult::Busy);
@@ -766,7 +775,7 @@ impl Node {
         if let Err(e) = persisted {
             // Only a dead incarnation's handle fails here; this node no longer exists.
             self.obs
-                .event(self.id, Event::Warn(format!("persist failed: {e}")));
+                .event(self.id, Event::Warn(Warning::PersistFailed { error: e.to_string() }));
             futures::future::pending::<()>().await;
         }
         let mut c = lock(&self.core);
@@ -808,11 +817,11 @@ impl Node {
                 if let Err(err) = c.store.handles.try_drop(name) {
                     if c.busy_note != Some(e.index) {
                         c.busy_note = Some(e.index);
-                        let why = format!(
-                            "drop {name} (index {}): {err}: a drain worker holds the table; retrying after the copy",
-                            e.index
-                        );
-                        self.note("drop-busy", why);
+                        self.note(StorageEvent::DropBusy {
+                            table: name.clone(),
+                            index: e.index,
+                            error: err.to_string(),
+                        });
                     }
                     return;
                 }
@@ -821,11 +830,8 @@ impl Node {
             let executed = self.apply_entry(c, &e);
             if let (true, crate::raft::Op::Rotate(r)) = (executed, &e.op) {
                 let ks = &c.store.keystore;
-                let on = if c.raft.role() == Role::Leader {
-                    "the leader"
-                } else {
-                    "a follower"
-                };
+                let follower = c.raft.role() != Role::Leader;
+                let on = if follower { "a follower" } else { "the leader" };
                 let at = format!(
                     "{} applied on {on} at index {} ts {}",
                     r.summary(),
@@ -833,13 +839,13 @@ impl Node {
                     e.ts
                 );
                 if ks.ts == e.ts {
-                    self.obs.event(self.id, keystore_event(ks, &at));
+                    self.obs.event(self.id, keystore_event(ks, follower, &at));
                 } else {
                     let why = format!(
                         "{at}: raced with another rotation, keystore stays {}",
                         ks.summary()
                     );
-                    self.note("rotate", why);
+                    self.note(StorageEvent::Rotation { detail: why });
                 }
             }
             self.obs.event(
@@ -905,14 +911,10 @@ impl Node {
         if c.store.mode() != Mode::Follower && (role != Role::Leader || term != c.lead_term) {
             c.store.step_down();
             c.generation += 1;
-            self.note(
-                "step-down",
-                format!(
-                    "term {}: un-checkpointed changes back to ingest ({} entries)",
-                    c.lead_term,
-                    c.store.ingest.len()
-                ),
-            );
+            self.note(StorageEvent::StepDown {
+                term: c.lead_term,
+                ingest_entries: c.store.ingest.len(),
+            });
         }
         if role == Role::Leader && c.store.mode() == Mode::Follower {
             self.start_step_up(c, term);
@@ -943,10 +945,10 @@ impl Node {
         c.store.step_down();
         self.start_step_up(&mut c, term);
         drop(c);
-        self.note(
-            "step-up",
-            format!("term {term}: claiming the page service again: {why}"),
-        );
+        self.note(StorageEvent::StepUp {
+            term,
+            stage: StepUpStage::Reclaiming { why },
+        });
     }
 
     /// Whether the storage leadership `(term, generation)` still holds.
@@ -960,7 +962,10 @@ impl Node {
     /// abandons it; any other error is fatal for the node.
     async fn step_up(self: Arc<Self>, term: Term, gen: u64) {
         let still = || self.leading(term, gen);
-        self.note("step-up", format!("term {term}: claiming the page service"));
+        self.note(StorageEvent::StepUp {
+            term,
+            stage: StepUpStage::Claiming,
+        });
         let (epoch, next_lsn, latest) = match self.ps.request(0, PsOp::Fence, &still).await {
             Ok(PsResult::Claimed {
                 epoch,
@@ -987,13 +992,13 @@ impl Node {
             if meta.term > term {
                 // Written by the leader of a newer term: this node was deposed and has not heard
                 // yet. Stand aside; raft will make it a follower.
-                self.note(
-                    "step-up",
-                    format!(
-                        "term {term}: checkpoint {} was written in term {}: standing aside",
-                        meta.id, meta.term
-                    ),
-                );
+                self.note(StorageEvent::StepUp {
+                    term,
+                    stage: StepUpStage::StandingAside {
+                        checkpoint: meta.id,
+                        written_in: meta.term,
+                    },
+                });
                 return;
             }
             let base_id = lock(&self.core).store.base.meta.id;
@@ -1078,7 +1083,12 @@ impl Node {
                 }
                 c.store.install(view);
                 drop(c);
-                self.note("pickup", format!("checkpoint {id} (step-up)"));
+                self.note(StorageEvent::PickedUp {
+                    id,
+                    during_step_up: true,
+                    pruned_to: None,
+                    left: 0,
+                });
             }
         }
         // Blocks below the fence that the newest checkpoint does not reference belong to
@@ -1103,13 +1113,9 @@ impl Node {
                     .filter(|l| !referenced.contains(l))
                     .collect();
                 if !orphans.is_empty() {
-                    self.note(
-                        "sweep",
-                        format!(
-                            "discarding {} unreferenced blocks {orphans:?}",
-                            orphans.len()
-                        ),
-                    );
+                    self.note(StorageEvent::Sweep {
+                        orphans: orphans.clone(),
+                    });
                     let op = PsOp::Discard { lsns: orphans };
                     match self.ps.request(epoch, op, &still).await {
                         Ok(PsResult::Done) => {}
@@ -1145,13 +1151,16 @@ impl Node {
             return; // leadership lost meanwhile
         };
         let base = lock(&self.core).store.base.meta.id;
-        self.note(
-            "step-up",
-            format!(
-                "term {term}: epoch {epoch}, drained {} tables ({} documents) into stable over checkpoint {base} in {} passes",
-                stats.tables, stats.docs, stats.passes
-            ),
-        );
+        self.note(StorageEvent::StepUp {
+            term,
+            stage: StepUpStage::Done {
+                epoch,
+                tables: stats.tables,
+                docs: stats.docs,
+                base,
+                passes: stats.passes,
+            },
+        });
         self.checkpoint_once(true).await;
     }
 
@@ -1223,6 +1232,12 @@ impl Node {
                 } else {
                     c.store.handles.read_lock(&t, id) // checks the handle is not dead
                 };
+                if let Err(e) = &held {
+                    self.note(StorageEvent::DrainTableGone {
+                        table: t.clone(),
+                        error: e.to_string(),
+                    });
+                }
                 invariant!(
                     held.is_ok(),
                     "failed to step up: drain worker {w}: taking ingest table {t}: {held:?}"
@@ -1256,6 +1271,10 @@ impl Node {
                 }
                 if let Err(e) = c.store.handles.open_cursor(&t, id) {
                     drop(c);
+                    self.note(StorageEvent::DrainTableGone {
+                        table: t.clone(),
+                        error: e.to_string(),
+                    });
                     invariant!(
                         false,
                         "failed to step up: drain worker {w}: opening a cursor on ingest table {t}: {e}"
@@ -1314,10 +1333,10 @@ impl Node {
                     c.store.fail_checkpoint();
                 }
                 drop(c);
-                self.note(
-                    "checkpoint-failed",
-                    format!("checkpoint {id}: no data key: {e}"),
-                );
+                self.note(StorageEvent::CheckpointFailed {
+                    id,
+                    cause: CheckpointFailure::NoDataKey(e.to_string()),
+                });
                 return;
             }
         };
@@ -1330,7 +1349,7 @@ impl Node {
         let mut failure = None;
         for i in 0..r.plan.writes.len() {
             if self.failpoints.hit(failpoints::PAGE_PUT) {
-                failure = Some("page-service put failed (failpoint page-put)".to_string());
+                failure = Some(("page-service put failed (failpoint page-put)".to_string(), false));
                 break;
             }
             let w = &r.plan.writes[i];
@@ -1359,13 +1378,13 @@ impl Node {
                     // (this checkpoint belongs to an older one and simply ends); otherwise the
                     // put did not happen and the checkpoint fails before wrap-up.
                     if lock(&self.core).generation != gen {
-                        self.note(
-                            "checkpoint-abandoned",
-                            format!("checkpoint {id}: put overtaken by a newer leadership's request (stale)"),
-                        );
+                        self.note(StorageEvent::CheckpointAbandoned {
+                            id,
+                            at_publish: false,
+                        });
                         return;
                     }
-                    failure = Some("page-service put refused as a stale duplicate".to_string());
+                    failure = Some(("page-service put refused as a stale duplicate".to_string(), false));
                     break;
                 }
                 Ok(other) => {
@@ -1375,11 +1394,11 @@ impl Node {
                 Err(_) => return, // leadership lost
             }
             if let Err(e) = r.pack(i, self.failpoints.hit(failpoints::ADDR_PACK)) {
-                failure = Some(e.to_string());
+                failure = Some((e.to_string(), true));
                 break;
             }
         }
-        if let Some(err) = failure {
+        if let Some((err, pack_failed)) = failure {
             // Before wrap-up: recoverable. Free what was written, retry at the next checkpoint.
             let cleanup = {
                 let mut c = lock(&self.core);
@@ -1390,18 +1409,15 @@ impl Node {
                 c.store.fail_checkpoint();
                 cl
             };
-            self.note(
-                "checkpoint-failed",
-                format!(
-                    "checkpoint {id} failed before wrap-up: {err}; discarding blocks {:?}{}",
-                    cleanup.discard,
-                    if cleanup.orphaned.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; cannot free unpacked blocks {:?}", cleanup.orphaned)
-                    }
-                ),
-            );
+            self.note(StorageEvent::CheckpointFailed {
+                id,
+                cause: CheckpointFailure::BeforeWrapUp {
+                    error: err,
+                    pack_failed,
+                    discard: cleanup.discard.clone(),
+                    orphaned: cleanup.orphaned.clone(),
+                },
+            });
             if !cleanup.discard.is_empty() {
                 let op = PsOp::Discard {
                     lsns: cleanup.discard,
@@ -1437,13 +1453,15 @@ impl Node {
                 }
                 c.store.complete_checkpoint(view);
                 drop(c);
-                self.note(
-                    "checkpoint",
-                    format!(
-                        "checkpoint {id} published at lsn {lsn}: ts {ts} applied {applied}, {written} blocks written, {} freed, database_size {size}",
-                        frees.len()
-                    ),
-                );
+                self.note(StorageEvent::CheckpointPublished {
+                    id,
+                    lsn,
+                    ts,
+                    applied,
+                    written,
+                    freed: frees.len(),
+                    database_size: size,
+                });
             }
             Ok(PsResult::Fenced { epoch: t }) => {
                 let why = format!("checkpoint {id} at publish: epoch {epoch} fenced by epoch {t}");
@@ -1452,10 +1470,10 @@ impl Node {
             }
             Ok(PsResult::Stale) if lock(&self.core).generation != gen => {
                 // Overtaken by this node's newer leadership (see the put above): not ours now.
-                self.note(
-                    "checkpoint-abandoned",
-                    format!("checkpoint {id}: publish overtaken by a newer leadership's request (stale)"),
-                );
+                self.note(StorageEvent::CheckpointAbandoned {
+                    id,
+                    at_publish: true,
+                });
                 return;
             }
             Ok(other) => {
@@ -1496,10 +1514,7 @@ impl Node {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .gen_range(every..=4 * every);
-                n.note(
-                    "keystore-flush",
-                    format!("slow flush (failpoint keystore-flush-slow): {delay} ms"),
-                );
+                n.note(StorageEvent::KeystoreFlushSlow { delay_ms: delay });
                 madsim::time::sleep(Duration::from_millis(delay)).await;
             }
             n.flush_keystore(term, gen, epoch).await;
@@ -1543,10 +1558,10 @@ impl Node {
                 }
                 c.ks_page = Some(KeystoreRef { cookie, ts: ks.ts });
                 drop(c);
-                self.note(
-                    "keystore-flush",
-                    format!("keystore page at lsn {lsn}: {}", ks.summary()),
-                );
+                self.note(StorageEvent::KeystoreFlushed {
+                    lsn,
+                    keystore: ks.summary(),
+                });
                 true
             }
             Ok(PsResult::Fenced { epoch: t }) => {
@@ -1616,7 +1631,9 @@ impl Node {
                 let leader = c.raft.leader();
                 drop(c);
                 if let Err(e) = rotation {
-                    self.note("rotate-failed", format!("{action:?}: {e}"));
+                    self.note(StorageEvent::RotationFailed {
+                        detail: format!("{action:?}: {e}"),
+                    });
                 }
                 self.reply(client, id, ClientResult::NotLeader { leader });
                 return;
@@ -1630,7 +1647,9 @@ impl Node {
             Ok((index, term)) => {
                 c.pending.insert(index, Pending { client, id, term });
                 drop(c);
-                self.note("rotate", format!("{summary} proposed at index {index}"));
+                self.note(StorageEvent::Rotation {
+                    detail: format!("{summary} proposed at index {index}"),
+                });
             }
             Err(ProposeError::NotLeader { leader }) => {
                 drop(c);
@@ -1656,7 +1675,7 @@ impl Node {
         let meta = match decode_meta(&latest) {
             Ok(m) => m,
             Err(e) => {
-                self.note("pickup-failed", e);
+                self.note(StorageEvent::PickupFailed { reason: e });
                 return;
             }
         };
@@ -1671,14 +1690,13 @@ impl Node {
         let follower = || lock(&self.core).store.mode() == Mode::Follower;
         let failed = |e: String| {
             let why = format!("checkpoint {id}: {e}; staying on checkpoint {base_id}");
-            self.note("pickup-failed", why);
+            self.note(StorageEvent::PickupFailed { reason: why });
         };
         // Keys first, before any state changes.
         let Some(kref) = meta.keystore else {
-            self.note(
-                "pickup-failed",
-                format!("checkpoint {id} has no keystore page"),
-            );
+            self.note(StorageEvent::PickupFailed {
+                reason: format!("checkpoint {id} has no keystore page"),
+            });
             return;
         };
         let persisted = match load_keystore(&self.ps, &kref, &follower, 2).await {
@@ -1686,18 +1704,30 @@ impl Node {
             Err(e) => return failed(e),
         };
         let committed = lock(&self.core).store.keystore.clone();
-        if let Err(e) = keystore::load_key(&persisted, &committed) {
+        if let Err(err) = keystore::load_key(&persisted, &committed) {
+            let stale = matches!(err, keystore::KeyError::StaleKeystore { .. });
             let e = format!(
-                "failed to pick up checkpoint {id} (applied {}, keystore page {}): load_key: {e}",
+                "failed to pick up checkpoint {id} (applied {}, keystore page {}): load_key: {err}",
                 meta.applied_index,
                 persisted.summary()
             );
             // Incident 000's faulty path: a recoverable error through an invariant.
-            invariant!(!self.cfg.knobs.on(KnownBug::StaleKeystoreAbort), "{e}");
-            self.note(
-                "pickup-skipped",
-                format!("{e}; skipping it, staying on checkpoint {base_id}"),
-            );
+            let abort = self.cfg.knobs.on(KnownBug::StaleKeystoreAbort);
+            let reason = if abort {
+                e.clone()
+            } else {
+                format!("{e}; skipping it, staying on checkpoint {base_id}")
+            };
+            self.note(if stale {
+                StorageEvent::StaleKeystoreCheckpoint {
+                    id,
+                    reason,
+                    skipped: !abort,
+                }
+            } else {
+                StorageEvent::PickupFailed { reason }
+            });
+            invariant!(!abort, "{e}");
             return;
         }
         let key = match self.keys.data_key(&persisted, &follower, 2).await {
@@ -1716,12 +1746,12 @@ impl Node {
                 let left = c.store.ingest.len();
                 drop(c);
                 self.obs.installing(self.id, id, true);
-                self.note(
-                    "pickup",
-                    format!(
-                        "checkpoint {id}: ingest pruned to ts > {pruned_to}, {left} entries left"
-                    ),
-                );
+                self.note(StorageEvent::PickedUp {
+                    id,
+                    during_step_up: false,
+                    pruned_to: Some(pruned_to),
+                    left,
+                });
             }
             Err(e) => failed(e),
         }

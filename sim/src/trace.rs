@@ -142,3 +142,83 @@ mod tests {
         assert_eq!(tr.count(), TAIL_EVENTS as u64 + 10);
     }
 }
+
+/// The trace line (kind, detail) of an engine observation: text derived from the typed event,
+/// never parsed back.
+pub fn describe(ev: &engine::observe::Event) -> (&'static str, String) {
+    use engine::observe::Event;
+    use engine::raft::RaftEvent;
+    match ev {
+        Event::Started {
+            term,
+            voted_for,
+            log_len,
+            commit,
+            torn_bytes,
+        } => (
+            "start",
+            format!("term {term} vote {voted_for:?} log {log_len} commit {commit} torn {torn_bytes}"),
+        ),
+        Event::Raft(r) => match r {
+            RaftEvent::BecameLeader { term, .. } => ("leader", format!("term {term}")),
+            RaftEvent::BecameCandidate { term } => ("candidate", format!("term {term}")),
+            RaftEvent::BecameFollower { term, leader } => {
+                ("follower", format!("term {term} leader {leader:?}"))
+            }
+            RaftEvent::VoteGranted {
+                term,
+                candidate,
+                candidate_last_term,
+                own_last_term,
+                candidate_last_index,
+                own_last_index,
+            } => (
+                "vote",
+                format!(
+                    "term {term} for n{candidate} (its log {candidate_last_index}@t{candidate_last_term}, ours {own_last_index}@t{own_last_term})"
+                ),
+            ),
+            RaftEvent::Committed { index, term, .. } => ("commit", format!("{index} term {term}")),
+            RaftEvent::Truncated {
+                from,
+                removed_last,
+                last_applied,
+                commit,
+                ..
+            } => (
+                "truncate",
+                format!("{from}..={removed_last} (last_applied {last_applied}, commit {commit})"),
+            ),
+        },
+        Event::Applied {
+            index,
+            term,
+            ts,
+            digest,
+            executed,
+            ..
+        } => {
+            let dup = if *executed {
+                ""
+            } else {
+                " (duplicate client op, skipped)"
+            };
+            (
+                "apply",
+                format!("{index} term {term} ts {ts} {digest:016x}{dup}"),
+            )
+        }
+        Event::Warn(w) => ("warn", w.to_string()),
+        Event::Keystore {
+            ts,
+            kek_version,
+            cmk_version,
+            why,
+            ..
+        } => (
+            "keystore",
+            format!("now kek v{kek_version} cmk v{cmk_version} ts {ts}: {why}"),
+        ),
+        Event::Storage(s) => (s.kind(), s.to_string()),
+    }
+}

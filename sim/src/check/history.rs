@@ -12,9 +12,11 @@
 
 use std::collections::BTreeMap;
 
-use engine::raft::{Index, NodeId, Term};
+use engine::observe::Event;
+use engine::raft::{Index, NodeId, RaftEvent, Term};
 use reports::{Violation, ViolationKind};
 
+use super::record::{Online, Record};
 use super::violation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +280,53 @@ impl History {
 
     pub fn canonical_len(&self) -> usize {
         self.canonical.len()
+    }
+}
+
+impl Online for History {
+    fn record(&mut self, r: &Record<'_>) {
+        let (node, at_ms) = (r.node, r.at_ms());
+        match r.event {
+            Event::Started { term, .. } => self.restarted(node, *term, at_ms),
+            Event::Raft(e) => match e {
+                RaftEvent::BecameLeader {
+                    term,
+                    last_index,
+                    last_term,
+                } => {
+                    self.became_leader(node, *term, at_ms);
+                    self.leader_log(node, *term, *last_index, *last_term, at_ms);
+                }
+                RaftEvent::BecameCandidate { term } | RaftEvent::BecameFollower { term, .. } => {
+                    self.saw_term(node, *term, at_ms)
+                }
+                RaftEvent::VoteGranted {
+                    term, candidate, ..
+                } => self.voted(node, *term, *candidate, at_ms),
+                RaftEvent::Committed {
+                    index,
+                    term,
+                    entry_term,
+                } => self.committed(node, *index, *term, *entry_term, at_ms),
+                RaftEvent::Truncated {
+                    from,
+                    removed_last,
+                    removed,
+                    ..
+                } => self.truncated(node, *from, *removed_last, removed, at_ms),
+            },
+            Event::Applied {
+                index,
+                term,
+                digest,
+                ..
+            } => self.applied(node, *index, *term, *digest, at_ms),
+            _ => {}
+        }
+    }
+
+    fn take_violations(&mut self) -> Vec<Violation> {
+        std::mem::take(&mut self.violations)
     }
 }
 

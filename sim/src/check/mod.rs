@@ -7,10 +7,14 @@
 pub mod clients;
 pub mod dbhash;
 pub mod history;
+pub mod keystores;
 pub mod linearizability;
 pub mod liveness;
 pub mod model;
+pub mod record;
+pub mod snapshot;
 pub mod validate;
+pub mod windows;
 
 use reports::{Violation, ViolationKind};
 

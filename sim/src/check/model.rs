@@ -9,10 +9,13 @@
 
 use std::collections::BTreeMap;
 
+use engine::observe::Event;
 use engine::raft::{Entry, Index, Op, Session, Term};
 use engine::state::{Collection, StateMachine};
 use reports::{Violation, ViolationKind};
 
+use super::record::{Online, Record};
+use super::snapshot::node_name;
 use super::violation;
 
 type DocKey = (String, String);
@@ -39,6 +42,9 @@ pub struct Model {
     terms: BTreeMap<Index, (Term, Option<Session>)>,
     /// Comparisons made (coverage: a model check that never ran proved nothing).
     pub comparisons: u64,
+    /// Execute/skip decisions that differ from the model's (online).
+    violations: Vec<Violation>,
+    decisions_reported: u32,
 }
 
 /// Where the model and a replica first disagree.
@@ -64,7 +70,8 @@ impl Model {
         if index <= self.applied() {
             return;
         }
-        self.waiting.insert(index, (term, op, session));
+        // The first node to apply an index defines it (a divergent one is `history`'s finding).
+        self.waiting.entry(index).or_insert((term, op, session));
         while let Some((term, op, session)) = self.waiting.remove(&(self.applied() + 1)) {
             self.apply(self.applied() + 1, term, op, session);
         }
@@ -210,6 +217,60 @@ impl Model {
             model: self.value_at(c, k, index).cloned(),
             model_changed_at: self.doc_changed_at(&key, index),
         }
+    }
+}
+
+impl Online for Model {
+    /// Applied entries feed the model; each node's execute/skip decision for a client operation
+    /// must be the model's: executing a duplicate applies its effect twice (at-most-once is
+    /// broken), skipping a first attempt loses it.
+    fn record(&mut self, r: &Record<'_>) {
+        let Event::Applied {
+            index,
+            term,
+            executed,
+            op,
+            session,
+            ..
+        } = r.event
+        else {
+            return;
+        };
+        self.offer(*index, *term, op.clone(), *session);
+        let (Some(decided), Some(s)) = (self.executed(*index), session) else {
+            return;
+        };
+        if decided == *executed || self.decisions_reported >= 5 {
+            return;
+        }
+        self.decisions_reported += 1;
+        let name = node_name(r.node);
+        let (kind, msg) = if *executed {
+            let first = self
+                .took_effect(*s)
+                .map_or("earlier".to_string(), |i| format!("at index {i}"));
+            (
+                ViolationKind::Linearizability,
+                format!(
+                    "{name} executed client {} op {} again at index {index}: it already took effect {first} (an operation must take effect at most once)",
+                    s.client, s.seq
+                ),
+            )
+        } else {
+            (
+                ViolationKind::StateDivergence,
+                format!(
+                    "{name} skipped client {} op {} at index {index} as a duplicate, but it had not taken effect before: its effect is lost",
+                    s.client, s.seq
+                ),
+            )
+        };
+        self.violations
+            .push(violation(kind, Some(name), r.at_ms(), msg));
+    }
+
+    fn take_violations(&mut self) -> Vec<Violation> {
+        std::mem::take(&mut self.violations)
     }
 }
 

@@ -1,0 +1,161 @@
+use super::*;
+
+impl World {
+    /// Compares every live replica's visible state with the reference model, at most every
+    /// 500 ms of simulated time. Called from client tasks between operations: no task or timer
+    /// of its own, so checking does not change the schedule it checks.
+    pub fn sample_model(&self, when: &str) {
+        if !self.scn.has_check(Check::Model) {
+            return;
+        }
+        {
+            let mut st = self.lock();
+            let now = Self::now_us(&st);
+            if st.model_sampled_us.is_some_and(|t| now < t + 500_000) {
+                return;
+            }
+            st.model_sampled_us = Some(now);
+        }
+        self.compare_with_model(None, when);
+    }
+
+    /// Compares live replicas (or just `only`) with the model; records any divergence.
+    pub(super) fn compare_with_model(&self, only: Option<NodeId>, when: &str) {
+        let inspects: Vec<(NodeId, Arc<dyn Inspect>)> = {
+            let st = self.lock();
+            st.slots
+                .iter()
+                .filter(|(id, _)| !is_service(**id) && only.is_none_or(|o| o == **id))
+                .filter_map(|(id, s)| Some((*id, s.inspect.clone()?)))
+                .collect()
+        };
+        for (id, inspect) in inspects {
+            // No await between these reads: the node cannot apply anything in between.
+            let applied = inspect.status().last_applied;
+            let data = inspect.read_all();
+            let mut st = self.lock();
+            let Some(m) = st.model.compare(applied, &data) else {
+                continue;
+            };
+            let layer = match &m.key {
+                Some(k) => inspect.layer_of(&m.collection, k),
+                None => "its collection list".to_string(),
+            };
+            let at_ms = Self::now_us(&st) / 1000;
+            let v = crate::check::model::divergence(&node_name(id), applied, when, &m, &layer, at_ms);
+            let n = st.model_divergences;
+            st.model_divergences += 1;
+            if n < 3 {
+                st.violations.push(v);
+            }
+        }
+    }
+
+    /// The checkers after the liveness phase, over the converged (or not) cluster.
+    pub(super) fn end_checks(&self, converged: bool, at_ms: u64) -> Vec<Violation> {
+        let mut found = Vec::new();
+        if self.scn.has_check(Check::Liveness) {
+            found.extend(self.liveness_violations(converged));
+        }
+        let snaps = self.snapshots();
+        if self.scn.has_check(Check::Dbhash) {
+            found.extend(check::dbhash::check(&snaps, at_ms));
+        }
+        if self.scn.has_check(Check::Validate) {
+            let pages = self.pages_snapshot();
+            found.extend(check::validate::check(
+                &snaps,
+                pages.as_ref(),
+                &self.kms,
+                at_ms,
+            ));
+        }
+        if self.scn.has_check(Check::Model) {
+            self.compare_with_model(None, "after the liveness phase");
+        }
+        let ops = std::mem::take(&mut self.lock().ops);
+        let mut undecided = 0;
+        {
+            let st = self.lock();
+            if self.scn.has_check(Check::Durability) {
+                // Every live replica, at whatever index it applied.
+                for snap in &snaps {
+                    found.extend(check::clients::check_durability(
+                        &ops,
+                        &st.model,
+                        &node_name(snap.status.id),
+                        snap.status.last_applied,
+                        &snap.data,
+                        at_ms,
+                    ));
+                }
+            }
+            let acks = check::clients::check_acks(&ops, &st.model, at_ms);
+            found.extend(acks.into_iter().filter(|v| match v.kind {
+                ViolationKind::Durability => self.scn.has_check(Check::Durability),
+                _ => self.scn.has_check(Check::Linearizability),
+            }));
+            if self.scn.has_check(Check::Linearizability) {
+                let (lin, n) = Profile::time(self.profile.as_ref(), Bucket::EndChecks, || {
+                    check::clients::check_linearizable(&ops, at_ms)
+                });
+                found.extend(lin);
+                undecided = n;
+            }
+        }
+        if undecided > 0 {
+            self.note(format!(
+                "linearizability: {undecided} key history(ies) undecided within the search budget"
+            ));
+        }
+        if self.scn.has_check(Check::Raft) {
+            let inspects: Vec<(NodeId, Arc<dyn Inspect>)> = {
+                let st = self.lock();
+                st.slots
+                    .iter()
+                    .filter(|(id, _)| !is_service(**id))
+                    .filter_map(|(id, s)| Some((*id, s.inspect.clone()?)))
+                    .collect()
+            };
+            let logs: Vec<(NodeId, Vec<(engine::raft::Index, engine::raft::Term, u64)>)> = inspects
+                .iter()
+                .map(|(id, i)| {
+                    let log = i.log_tail(usize::MAX);
+                    (*id, log.iter().map(|e| (e.index, e.term, e.digest())).collect())
+                })
+                .collect();
+            let leader = self.current_leader();
+            self.lock().history.end_logs(&logs, leader, at_ms);
+        }
+        found
+    }
+
+    /// What the page service holds now (`None` when it is down).
+    pub(super) fn pages_snapshot(&self) -> Option<PagesSnapshot> {
+        let p = self.lock().pages.clone()?;
+        Some(PagesSnapshot {
+            blocks: p.blocks(),
+            latest: p.latest().map(|l| (l.id, CheckpointMeta::decode(&l.meta))),
+            fetch: p,
+        })
+    }
+
+    pub(super) fn snapshots(&self) -> Vec<NodeSnapshot> {
+        let inspects: Vec<Arc<dyn Inspect>> = {
+            let st = self.lock();
+            st.slots
+                .values()
+                .filter_map(|s| s.inspect.clone())
+                .collect()
+        };
+        inspects
+            .into_iter()
+            .map(|i| NodeSnapshot {
+                status: i.status(),
+                hashes: i.hashes(),
+                data: i.read_all(),
+                log_tail: i.log_tail(8),
+            })
+            .collect()
+    }
+}

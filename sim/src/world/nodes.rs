@@ -1,0 +1,163 @@
+use super::*;
+
+pub fn replica_addr(id: NodeId) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, id)),
+        engine::wire::REPLICA_PORT,
+    )
+}
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
+
+pub fn page_service_addr() -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)),
+        engine::wire::PAGE_SERVICE_PORT,
+    )
+}
+
+pub fn kms_addr() -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1)),
+        engine::wire::KMS_PORT,
+    )
+}
+
+impl World {
+    pub(super) fn build_page_service(self: &Arc<Self>) {
+        let w = self.clone();
+        let node = Handle::current()
+            .create_node()
+            .name("ps")
+            .ip(page_service_addr().ip())
+            .init(move || {
+                let w = w.clone();
+                async move {
+                    let (disk, _) = w.incarnate(PAGE_SERVICE_NODE);
+                    let cfg = PageServiceConfig {
+                        addr: page_service_addr(),
+                        fsync_ms: 1,
+                    };
+                    engine::page_service::run(cfg, Arc::new(disk), w.clone()).await
+                }
+            })
+            .build();
+        self.lock()
+            .slots
+            .entry(PAGE_SERVICE_NODE)
+            .or_default()
+            .madsim_id = Some(node.id());
+    }
+
+    pub(super) fn build_kms(self: &Arc<Self>) {
+        let w = self.clone();
+        let node = Handle::current()
+            .create_node()
+            .name("kms")
+            .ip(kms_addr().ip())
+            .init(move || {
+                let w = w.clone();
+                async move {
+                    let inc = w.next_incarnation(KMS_NODE);
+                    let cfg = KmsConfig {
+                        addr: kms_addr(),
+                        seed: derive_seed(w.seed, "kms", 0),
+                        nonce_seed: derive_seed(w.seed, "kms-nonces", inc),
+                    };
+                    engine::kms::run(cfg, w.clone()).await
+                }
+            })
+            .build();
+        self.lock().slots.entry(KMS_NODE).or_default().madsim_id = Some(node.id());
+    }
+
+    pub(super) fn madsim_id(&self, id: NodeId) -> madsim::task::NodeId {
+        self.lock().slots[&id]
+            .madsim_id
+            .expect("replica node built")
+    }
+
+    /// Marks node `id` up as a new incarnation; returns its number.
+    pub(super) fn next_incarnation(&self, id: NodeId) -> u64 {
+        let mut st = self.lock();
+        let slot = st.slots.entry(id).or_default();
+        slot.incarnation += 1;
+        slot.up = true;
+        slot.incarnation
+    }
+
+    /// A new incarnation of replica `id`: its disk handle and election seed.
+    pub(super) fn incarnate(self: &Arc<Self>, id: NodeId) -> (crate::disk::DiskHandle, u64) {
+        let inc = self.next_incarnation(id);
+        (
+            self.disk.open(id),
+            derive_seed(self.seed, "election", (id as u64) << 32 | inc),
+        )
+    }
+
+    pub(super) fn build_replicas(self: &Arc<Self>) {
+        let handle = Handle::current();
+        let members: BTreeMap<NodeId, SocketAddr> = self
+            .replicas()
+            .into_iter()
+            .map(|i| (i, replica_addr(i)))
+            .collect();
+        for id in self.replicas() {
+            let w = self.clone();
+            let members = members.clone();
+            let node = handle
+                .create_node()
+                .name(format!("n{id}"))
+                .ip(replica_addr(id).ip())
+                .init(move || {
+                    let w = w.clone();
+                    let members = members.clone();
+                    async move {
+                        let (disk, rng_seed) = w.incarnate(id);
+                        let ckpt_ms = w.checkpoint_interval_ms();
+                        let cfg = ReplicaConfig {
+                            id,
+                            members,
+                            tick_ms: 10,
+                            knobs: w.knobs.clone(),
+                            rng_seed,
+                            link: LinkConfig::default(),
+                            fsync_ms: 1,
+                            page_service: page_service_addr(),
+                            checkpoint_interval_ms: ckpt_ms,
+                            pickup_interval_ms: (ckpt_ms / 2).clamp(50, 500),
+                            failpoints: w.failpoints.clone(),
+                            failpoint_seed: rng_seed ^ 0x6661_696c,
+                            drain_workers: w.scn.drain_workers.unwrap_or(2),
+                            kms: kms_addr(),
+                            keystore: w.genesis.clone(),
+                        };
+                        engine::replica::run(cfg, Arc::new(disk), w.clone()).await
+                    }
+                })
+                .build();
+            self.lock().slots.entry(id).or_default().madsim_id = Some(node.id());
+        }
+    }
+
+    pub(super) fn statuses(&self) -> BTreeMap<NodeId, NodeStatus> {
+        let inspects: Vec<(NodeId, Arc<dyn Inspect>)> = {
+            let st = self.lock();
+            st.slots
+                .iter()
+                .filter_map(|(id, s)| Some((*id, s.inspect.clone()?)))
+                .collect()
+        };
+        inspects
+            .into_iter()
+            .map(|(id, i)| (id, i.status()))
+            .collect()
+    }
+
+    pub(super) fn current_leader(&self) -> Option<NodeId> {
+        self.statuses()
+            .values()
+            .filter(|s| s.role == Role::Leader)
+            .max_by_key(|s| s.term)
+            .map(|s| s.id)
+    }
+}

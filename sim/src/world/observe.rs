@@ -1,0 +1,106 @@
+use super::*;
+use crate::check::record::{Online, Record};
+
+impl Observer for World {
+    fn event(&self, node: NodeId, ev: Event) {
+        Profile::time(self.profile.as_ref(), Bucket::Observe, || {
+            self.observe(node, ev)
+        })
+    }
+
+    fn attach_pages(&self, inspect: Arc<dyn InspectPages>) {
+        self.lock().pages = Some(inspect);
+    }
+
+    fn attach(&self, node: NodeId, inspect: Arc<dyn Inspect>) {
+        self.lock().slots.entry(node).or_default().inspect = Some(inspect);
+    }
+
+    fn abort(&self, node: NodeId, abort: Abort) {
+        self.aborted(node, abort)
+    }
+
+    fn crash(&self, node: NodeId, message: String) {
+        self.crashed(node, message)
+    }
+
+    fn installing(&self, node: NodeId, id: u64, after: bool) {
+        if self.scn.has_check(Check::Model) {
+            let when = if after { "right after" } else { "right before" };
+            self.compare_with_model(Some(node), &format!("{when} installing checkpoint {id}"));
+        }
+    }
+}
+
+impl World {
+    /// One engine observation: a typed record for the online checkers and the race windows,
+    /// then a line in the trace.
+    pub(super) fn observe(&self, node: NodeId, ev: Event) {
+        let p = self.profile.as_ref();
+        let mut st = self.lock();
+        let at_us = Self::now_us(&st);
+        let incarnation = st.slots.get(&node).map_or(0, |s| s.incarnation);
+        let r = Record {
+            at_us,
+            node,
+            incarnation,
+            event: &ev,
+        };
+        Profile::time(p, Bucket::OnlineChecks, || {
+            let st = &mut *st;
+            st.history.record(&r);
+            st.model.record(&r);
+            st.keystores.record(&r);
+        });
+        if let Some(w) = crate::check::windows::entered(&ev) {
+            st.windows.insert(w);
+        }
+        let (kind, detail) = crate::trace::describe(&ev);
+        st.trace.record(at_us, &node_name(node), kind, detail);
+    }
+
+    pub(super) fn aborted(&self, node: NodeId, abort: Abort) {
+        let reason = abort.to_string();
+        self.node_died(
+            node,
+            ViolationKind::NodeAbort,
+            "abort",
+            reason.clone(),
+            reason,
+        );
+    }
+
+    pub(super) fn crashed(&self, node: NodeId, message: String) {
+        let finding = format!("unexpected panic in engine code: {message}");
+        self.node_died(
+            node,
+            ViolationKind::Crash,
+            "crash",
+            format!("panic: {message}"),
+            finding,
+        );
+    }
+}
+
+impl World {
+    /// A node process ended on its own (abort or panic): record the finding, keep it down.
+    pub(super) fn node_died(
+        &self,
+        node: NodeId,
+        kind: ViolationKind,
+        event: &str,
+        reason: String,
+        finding: String,
+    ) {
+        {
+            let mut st = self.lock();
+            let at_us = Self::now_us(&st);
+            let at_ms = at_us / 1000;
+            st.slots.entry(node).or_default().aborted = Some((at_ms, reason.clone()));
+            st.trace.record(at_us, &node_name(node), event, reason);
+            st.violations
+                .push(violation(kind, Some(node_name(node)), at_ms, finding));
+        }
+        self.kill(node, event);
+    }
+}
