@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use reports::{Violation, ViolationKind};
 
 use super::violation;
-use crate::world::NodeSnapshot;
+use super::snapshot::NodeSnapshot;
 
 const MAX_KEYS_SHOWN: usize = 3;
 const LOG_ENTRIES_SHOWN: usize = 4;
@@ -79,7 +79,7 @@ pub fn check(snaps: &[NodeSnapshot], at_ms: u64) -> Vec<Violation> {
                         "{}@t{}:{}",
                         e.index,
                         e.term,
-                        crate::world::op_summary(&e.op)
+                        super::snapshot::op_summary(&e.op)
                     )
                 })
                 .collect();

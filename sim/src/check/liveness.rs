@@ -8,7 +8,7 @@ use engine::layered::Mode;
 use engine::observe::NodeStatus;
 use engine::raft::{NodeId, Role};
 
-use crate::world::node_name;
+use super::snapshot::node_name;
 
 /// Converged means: every live replica reachable; one leader; every replica in its term,
 /// following it, with the whole log committed and applied; storage at rest (the leader stepped

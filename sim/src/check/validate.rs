@@ -16,7 +16,7 @@ use engine::pages::{rebuild, Lsn};
 use reports::{Violation, ViolationKind};
 
 use super::violation;
-use crate::world::{NodeSnapshot, PagesSnapshot};
+use super::snapshot::{NodeSnapshot, PagesSnapshot};
 
 pub fn check(
     snaps: &[NodeSnapshot],
