@@ -19,7 +19,48 @@ use reports::{Violation, ViolationKind};
 
 use super::linearizability::{self, KvKind, KvOp};
 use super::model::{show, Model};
+use super::record::{AtRest, Cluster};
+use super::snapshot::node_name;
 use super::violation;
+
+/// Acknowledged writes: committed as acknowledged, and still what readers see on every live
+/// replica unless the committed history changed them since.
+pub struct Durability;
+
+impl AtRest for Durability {
+    fn check(&self, c: &Cluster<'_>, _: &mut Vec<String>) -> Vec<Violation> {
+        let mut out: Vec<Violation> = check_acks(c.ops, c.model, c.at_ms)
+            .into_iter()
+            .filter(|v| v.kind == ViolationKind::Durability)
+            .collect();
+        for n in c.nodes {
+            let name = node_name(n.status.id);
+            let applied = n.status.last_applied;
+            out.extend(check_durability(c.ops, c.model, &name, applied, &n.data, c.at_ms));
+        }
+        out
+    }
+}
+
+/// Reads answered from their own entries, and a linearizable key-value history.
+pub struct Linearizability;
+
+impl AtRest for Linearizability {
+    fn check(&self, c: &Cluster<'_>, notes: &mut Vec<String>) -> Vec<Violation> {
+        let mut out: Vec<Violation> = check_acks(c.ops, c.model, c.at_ms)
+            .into_iter()
+            .filter(|v| v.kind == ViolationKind::Linearizability)
+            .collect();
+        let (lin, undecided) = check_linearizable(c.ops, c.at_ms);
+        out.extend(lin);
+        if undecided > 0 {
+            notes.push(format!(
+                "linearizability: {undecided} key history(ies) undecided within the search budget"
+            ));
+        }
+        out
+    }
+}
 
 /// What a client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]

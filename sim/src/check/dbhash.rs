@@ -12,6 +12,15 @@ use super::snapshot::NodeSnapshot;
 const MAX_KEYS_SHOWN: usize = 3;
 const LOG_ENTRIES_SHOWN: usize = 4;
 
+/// Replica comparison at the highest applied index, as an at-rest checker.
+pub struct Dbhash;
+
+impl super::record::AtRest for Dbhash {
+    fn check(&self, c: &super::record::Cluster<'_>, _: &mut Vec<String>) -> Vec<Violation> {
+        check(c.nodes, c.at_ms)
+    }
+}
+
 pub fn check(snaps: &[NodeSnapshot], at_ms: u64) -> Vec<Violation> {
     let Some(max_applied) = snaps.iter().map(|s| s.status.last_applied).max() else {
         return vec![];

@@ -44,7 +44,8 @@ pub struct Cluster<'a> {
     pub at_ms: u64,
 }
 
-/// A checker over the cluster at rest (after the liveness phase).
+/// A checker over the cluster at rest (after the liveness phase). `notes` takes what a
+/// report should say without it being a violation (e.g. an undecided search).
 pub trait AtRest {
-    fn check(&self, c: &Cluster<'_>) -> Vec<Violation>;
+    fn check(&self, c: &Cluster<'_>, notes: &mut Vec<String>) -> Vec<Violation>;
 }

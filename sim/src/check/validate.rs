@@ -18,6 +18,18 @@ use reports::{Violation, ViolationKind};
 use super::violation;
 use super::snapshot::{NodeSnapshot, PagesSnapshot};
 
+/// Per-node bookkeeping, block accounting and keys, as an at-rest checker (opens pages with
+/// the KMS's keys, as an operator would).
+pub struct Validate<'a> {
+    pub kms: &'a Kms,
+}
+
+impl super::record::AtRest for Validate<'_> {
+    fn check(&self, c: &super::record::Cluster<'_>, _: &mut Vec<String>) -> Vec<Violation> {
+        check(c.nodes, c.pages, self.kms, c.at_ms)
+    }
+}
+
 pub fn check(
     snaps: &[NodeSnapshot],
     pages: Option<&PagesSnapshot>,

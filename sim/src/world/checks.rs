@@ -1,4 +1,5 @@
 use super::*;
+use crate::check::record::{AtRest, Cluster};
 
 impl World {
     /// Compares every live replica's visible state with the reference model, at most every
@@ -57,56 +58,37 @@ impl World {
         if self.scn.has_check(Check::Liveness) {
             found.extend(self.liveness_violations(converged));
         }
-        let snaps = self.snapshots();
-        if self.scn.has_check(Check::Dbhash) {
-            found.extend(check::dbhash::check(&snaps, at_ms));
-        }
-        if self.scn.has_check(Check::Validate) {
-            let pages = self.pages_snapshot();
-            found.extend(check::validate::check(
-                &snaps,
-                pages.as_ref(),
-                &self.kms,
-                at_ms,
-            ));
-        }
         if self.scn.has_check(Check::Model) {
             self.compare_with_model(None, "after the liveness phase");
         }
+        let snaps = self.snapshots();
+        let pages = self.pages_snapshot();
         let ops = std::mem::take(&mut self.lock().ops);
-        let mut undecided = 0;
+        let validate = check::validate::Validate { kms: &self.kms };
+        let at_rest: [(Check, &dyn AtRest); 4] = [
+            (Check::Dbhash, &check::dbhash::Dbhash),
+            (Check::Validate, &validate),
+            (Check::Durability, &check::clients::Durability),
+            (Check::Linearizability, &check::clients::Linearizability),
+        ];
+        let mut notes = Vec::new();
         {
             let st = self.lock();
-            if self.scn.has_check(Check::Durability) {
-                // Every live replica, at whatever index it applied.
-                for snap in &snaps {
-                    found.extend(check::clients::check_durability(
-                        &ops,
-                        &st.model,
-                        &node_name(snap.status.id),
-                        snap.status.last_applied,
-                        &snap.data,
-                        at_ms,
-                    ));
+            let cluster = Cluster {
+                nodes: &snaps,
+                pages: pages.as_ref(),
+                ops: &ops,
+                model: &st.model,
+                at_ms,
+            };
+            for (c, checker) in at_rest {
+                if self.scn.has_check(c) {
+                    found.extend(checker.check(&cluster, &mut notes));
                 }
             }
-            let acks = check::clients::check_acks(&ops, &st.model, at_ms);
-            found.extend(acks.into_iter().filter(|v| match v.kind {
-                ViolationKind::Durability => self.scn.has_check(Check::Durability),
-                _ => self.scn.has_check(Check::Linearizability),
-            }));
-            if self.scn.has_check(Check::Linearizability) {
-                let (lin, n) = Profile::time(self.profile.as_ref(), Bucket::EndChecks, || {
-                    check::clients::check_linearizable(&ops, at_ms)
-                });
-                found.extend(lin);
-                undecided = n;
-            }
         }
-        if undecided > 0 {
-            self.note(format!(
-                "linearizability: {undecided} key history(ies) undecided within the search budget"
-            ));
+        for n in notes {
+            self.note(n);
         }
         if self.scn.has_check(Check::Raft) {
             let inspects: Vec<(NodeId, Arc<dyn Inspect>)> = {
