@@ -39,14 +39,22 @@ pub struct History {
     applied_upto: BTreeMap<NodeId, Index>,
     pub violations: Vec<Violation>,
     /// Per-kind cap so a diverged run does not report every later index.
-    reported: BTreeMap<ViolationKind, u32>,
+    /// Per property (not per kind): a flood of one finding must not hide another.
+    reported: BTreeMap<&'static str, u32>,
 }
 
 const MAX_PER_KIND: u32 = 5;
 
 impl History {
-    fn report(&mut self, kind: ViolationKind, node: NodeId, at_ms: u64, msg: String) {
-        let n = self.reported.entry(kind).or_default();
+    fn report(
+        &mut self,
+        property: &'static str,
+        kind: ViolationKind,
+        node: NodeId,
+        at_ms: u64,
+        msg: String,
+    ) {
+        let n = self.reported.entry(property).or_default();
         *n += 1;
         if *n <= MAX_PER_KIND {
             self.violations
@@ -64,7 +72,7 @@ impl History {
                     "restarted in term {term}, but it was in term {before} at {}: its term went backwards across a restart",
                     secs(t)
                 );
-                self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+                self.report("term-regression", ViolationKind::RaftSafety, node, at_ms, msg);
             }
         }
         self.saw_term(node, term, at_ms);
@@ -87,7 +95,7 @@ impl History {
                     "voted twice in term {term}: for n{c} at {} and for n{candidate}",
                     secs(t)
                 );
-                self.report(ViolationKind::RaftSafety, voter, at_ms, msg);
+                self.report("double-vote", ViolationKind::RaftSafety, voter, at_ms, msg);
             }
             Some(_) => {}
             None => {
@@ -102,7 +110,7 @@ impl History {
             let msg = format!(
                 "leader of term {term} committed through index {index}, an entry of term {entry_term}: a leader may count replicas only for its own term's entries"
             );
-            self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+            self.report("commit-rule", ViolationKind::RaftSafety, node, at_ms, msg);
         }
     }
 
@@ -121,7 +129,7 @@ impl History {
                 a.node,
                 secs(a.at_ms)
             );
-            self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+            self.report("leader-completeness", ViolationKind::RaftSafety, node, at_ms, msg);
         }
     }
 
@@ -133,7 +141,7 @@ impl History {
                     "two leaders in term {term}: n{other} (at {}) and n{node}",
                     secs(*t)
                 );
-                self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+                self.report("election-safety", ViolationKind::RaftSafety, node, at_ms, msg);
             }
             Some(_) => {}
             None => {
@@ -147,7 +155,7 @@ impl History {
         if index <= prev {
             let msg =
                 format!("applied index {index} after {prev}: applied sequence went backwards");
-            self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+            self.report("apply-order", ViolationKind::RaftSafety, node, at_ms, msg);
         }
         match self.canonical.get(&index).copied() {
             None => {
@@ -170,7 +178,7 @@ impl History {
                     c.digest,
                     secs(c.at_ms)
                 );
-                self.report(ViolationKind::StateDivergence, node, at_ms, msg);
+                self.report("divergence", ViolationKind::StateDivergence, node, at_ms, msg);
             }
         }
     }
@@ -191,7 +199,7 @@ impl History {
                 "truncated committed entries {from}..={} it had already applied (applied up to {upto})",
                 removed_last.min(upto)
             );
-            self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+            self.report("truncation", ViolationKind::RaftSafety, node, at_ms, msg);
             return;
         }
         // Any node's applied entry, in any incarnation: the cut entry is the canonical one.
@@ -207,7 +215,7 @@ impl History {
                 c.node,
                 secs(c.at_ms)
             );
-            self.report(ViolationKind::RaftSafety, node, at_ms, msg);
+            self.report("truncation", ViolationKind::RaftSafety, node, at_ms, msg);
         }
     }
 
@@ -227,7 +235,7 @@ impl History {
                     "log terms decrease: entry {}@t{} follows {}@t{}",
                     w[1].0, w[1].1, w[0].0, w[0].1
                 );
-                self.report(ViolationKind::RaftSafety, *node, at_ms, msg);
+                self.report("log-terms", ViolationKind::RaftSafety, *node, at_ms, msg);
             }
             let wrong = log.iter().find(|(i, t, d)| {
                 self.canonical
@@ -240,7 +248,7 @@ impl History {
                     "log holds {i}@t{t} where n{} applied {i}@t{}: a committed entry was replaced",
                     c.node, c.term
                 );
-                self.report(ViolationKind::RaftSafety, *node, at_ms, msg);
+                self.report("log-replaced", ViolationKind::RaftSafety, *node, at_ms, msg);
             }
             let last = self.canonical.keys().next_back().copied().unwrap_or(0);
             let reach = log.last().map_or(0, |e| e.0);
@@ -248,7 +256,7 @@ impl History {
                 let msg = format!(
                     "the leader's log ends at {reach}, short of applied entry {last}"
                 );
-                self.report(ViolationKind::RaftSafety, *node, at_ms, msg);
+                self.report("leader-log-end", ViolationKind::RaftSafety, *node, at_ms, msg);
             }
         }
         for (a, la) in logs {
@@ -272,7 +280,7 @@ impl History {
                     let msg = format!(
                         "log matching broken: n{a} and n{b} agree on entry {m}'s term but differ at {i} (n{a} has term {t})"
                     );
-                    self.report(ViolationKind::RaftSafety, *b, at_ms, msg);
+                    self.report("log-matching", ViolationKind::RaftSafety, *b, at_ms, msg);
                 }
             }
         }
