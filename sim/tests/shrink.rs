@@ -154,12 +154,16 @@ fn read_json(p: &Path) -> serde_json::Value {
 fn shrink_turns_a_failing_chaos_mix_report_into_a_smaller_scenario_that_fails_the_same_way() {
     let d = tmpdir("shrink");
     // bytes-total-leak fails chaos-mix on the seeds whose swarm draws the `failpoint` fault;
-    // the first one is early in the seed range.
+    // the first one is early in the seed range. (Seed 1's schedule does not fail once
+    // materialized — madsim draws differently with a task per item — so shrink keeps its
+    // chaos block; this test wants the materialized path, from seed 3.)
     let o = faultline(
         &d,
         &[
             "run",
             "chaos-mix",
+            "--seed",
+            "2",
             "--seeds",
             "20",
             "--jobs",
