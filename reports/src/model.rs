@@ -222,6 +222,80 @@ pub struct RunReport {
     /// Race window name -> number of seeds (passing or failing) that entered it.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub windows: std::collections::BTreeMap<String, u64>,
+    /// Progress over every seed run, passing or failing (passing seeds are not stored, so this
+    /// is what says whether they tested anything).
+    #[serde(default)]
+    pub progress: RunProgress,
+}
+
+/// Run-level sums and minimum of the seeds' progress counters (`SeedReport`), kept by
+/// [`RunReport::add`] and [`RunReport::merge`]; independent of the order seeds arrive in.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[serde(default)]
+pub struct RunProgress {
+    /// Client ops acknowledged, summed over seeds.
+    pub ops_acked: u64,
+    /// Client ops acknowledged while faults ran, summed over seeds.
+    pub ops_acked_fault_phase: u64,
+    /// The fewest ops a single seed acknowledged while faults ran (0 with no seeds run).
+    pub ops_acked_fault_phase_min: u64,
+    /// The lowest seed with that fewest.
+    pub ops_acked_fault_phase_min_seed: u64,
+    /// Seeds that acknowledged no op while faults ran.
+    pub seeds_without_fault_phase_acks: u64,
+    /// Reads acknowledged (and checked) while faults ran, summed over seeds.
+    pub reads_acked_fault_phase: u64,
+    /// Comparisons of a replica's visible state with the reference model, summed over seeds.
+    pub model_checks: u64,
+}
+
+impl RunProgress {
+    /// Folds in `other`, which covers `other_seeds` seeds, into `self`, which covers `seeds`.
+    fn absorb(&mut self, seeds: u64, other: &RunProgress, other_seeds: u64) {
+        if other_seeds == 0 {
+            return;
+        }
+        let other_min = (
+            other.ops_acked_fault_phase_min,
+            other.ops_acked_fault_phase_min_seed,
+        );
+        if seeds == 0
+            || other_min
+                < (
+                    self.ops_acked_fault_phase_min,
+                    self.ops_acked_fault_phase_min_seed,
+                )
+        {
+            (
+                self.ops_acked_fault_phase_min,
+                self.ops_acked_fault_phase_min_seed,
+            ) = other_min;
+        }
+        self.ops_acked = self.ops_acked.saturating_add(other.ops_acked);
+        self.ops_acked_fault_phase = self
+            .ops_acked_fault_phase
+            .saturating_add(other.ops_acked_fault_phase);
+        self.seeds_without_fault_phase_acks = self
+            .seeds_without_fault_phase_acks
+            .saturating_add(other.seeds_without_fault_phase_acks);
+        self.reads_acked_fault_phase = self
+            .reads_acked_fault_phase
+            .saturating_add(other.reads_acked_fault_phase);
+        self.model_checks = self.model_checks.saturating_add(other.model_checks);
+    }
+
+    /// One seed's counters.
+    fn of_seed(s: &SeedReport) -> RunProgress {
+        RunProgress {
+            ops_acked: s.ops_acked,
+            ops_acked_fault_phase: s.ops_acked_fault_phase,
+            ops_acked_fault_phase_min: s.ops_acked_fault_phase,
+            ops_acked_fault_phase_min_seed: s.seed,
+            seeds_without_fault_phase_acks: u64::from(s.ops_acked_fault_phase == 0),
+            reads_acked_fault_phase: s.reads_acked_fault_phase,
+            model_checks: s.model_checks,
+        }
+    }
 }
 
 impl RunReport {
@@ -242,6 +316,8 @@ impl RunReport {
         if self.seeds_run == 0 || seed.seed < self.first_seed {
             self.first_seed = seed.seed;
         }
+        self.progress
+            .absorb(self.seeds_run, &RunProgress::of_seed(&seed), 1);
         self.seeds_run = self.seeds_run.saturating_add(1);
         for w in &seed.windows {
             *self.windows.entry(w.clone()).or_default() += 1;
@@ -284,6 +360,8 @@ impl RunReport {
         if other.seeds_run > 0 && (self.seeds_run == 0 || other.first_seed < self.first_seed) {
             self.first_seed = other.first_seed;
         }
+        self.progress
+            .absorb(self.seeds_run, &other.progress, other.seeds_run);
         self.seeds_run = self.seeds_run.saturating_add(other.seeds_run);
         self.seeds_passed = self.seeds_passed.saturating_add(other.seeds_passed);
         self.wall_ms = self.wall_ms.max(other.wall_ms);

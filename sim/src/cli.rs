@@ -192,7 +192,8 @@ pub enum Cmd {
     },
     /// Run every named scenario against its `expect` (the regression suite).
     Ci {
-        /// Seeds per scenario (default: the scenario's `expect.ci_seeds`, else 10).
+        /// Seeds per scenario (default: the scenario's `expect.ci_seeds`, else 10); the
+        /// expectations' seed minimums (`min_found`, `windows`) scale to it, rounded down.
         #[arg(long)]
         seeds: Option<u64>,
         /// Write JUnit XML here.
@@ -972,49 +973,174 @@ fn hunt(
 }
 
 /// Whether a sweep meets a scenario's expectation; the message says why or why not.
+///
+/// `fail`: at least `min_found` seeds have the finding (a violation of one of `kinds` whose
+/// message matches `message`), and no failing seed has a kind outside `kinds` and `also`.
+/// `pass`: every seed passed, every seed acknowledged at least `min_ops_acked_fault_phase`
+/// ops while faults ran, reads and model comparisons were made across the sweep (when the
+/// workload reads and the scenario runs the model check), and each window in `windows` was
+/// entered by enough seeds. Minimums are stated for `ci_seeds` seeds and scale with the seeds
+/// actually run (`Expect::scaled`).
 pub fn judge(scn: &Scenario, report: &RunReport) -> (bool, String) {
-    match scn.expect.verdict {
+    let e = &scn.expect;
+    let n = report.seeds_run;
+    let scaled_note = |stated: u64, need: u64| {
+        if need == stated {
+            String::new()
+        } else {
+            format!(", {stated} of {} scaled to {n} seeds", e.ci_seeds())
+        }
+    };
+    let mut problems: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    match e.verdict {
         Verdict::Pass => {
-            if report.passed() {
-                (true, format!("all {} seeds passed", report.seeds_run))
-            } else {
+            if !report.passed() {
                 let seeds: Vec<String> =
                     report.failures.iter().map(|f| f.seed.to_string()).collect();
-                (
-                    false,
-                    format!(
-                        "expected every seed to pass; failing seeds: {}",
-                        seeds.join(", ")
-                    ),
-                )
+                problems.push(format!(
+                    "expected every seed to pass; failing seeds: {} (kinds: {})",
+                    seeds.join(", "),
+                    reports::text::join_kinds(&report.all_kinds())
+                ));
+            } else {
+                notes.push(format!("all {n} seeds passed"));
+            }
+            let p = &report.progress;
+            let clients = scn.workload.clients > 0;
+            let min_ops = e.min_ops_acked_fault_phase.unwrap_or(u64::from(clients));
+            if n > 0 && min_ops > 0 {
+                if p.ops_acked_fault_phase_min < min_ops {
+                    problems.push(format!(
+                        "{} progress under faults: seed {} acknowledged {} op(s) while faults ran, \
+                         need {min_ops} per seed (min_ops_acked_fault_phase); {} of {n} seeds \
+                         acknowledged none",
+                        if p.ops_acked_fault_phase_min == 0 { "no" } else { "too little" },
+                        p.ops_acked_fault_phase_min_seed,
+                        p.ops_acked_fault_phase_min,
+                        p.seeds_without_fault_phase_acks
+                    ));
+                } else {
+                    notes.push(format!(
+                        ">= {} ops acked under faults per seed",
+                        p.ops_acked_fault_phase_min
+                    ));
+                }
+            }
+            let reads = clients && scn.workload.mix.is_none_or(|m| m.reads_per_mille > 0);
+            if n > 0 && reads {
+                if p.reads_acked_fault_phase == 0 {
+                    problems.push(format!(
+                        "no reads checked: the workload reads, but none of {n} seeds acknowledged \
+                         a read while faults ran"
+                    ));
+                } else {
+                    notes.push(format!("{} reads", p.reads_acked_fault_phase));
+                }
+            }
+            if n > 0 && scn.has_check(scenario::Check::Model) {
+                if p.model_checks == 0 {
+                    problems.push(format!(
+                        "no model checks: the `model` check is on, but none of {n} seeds compared \
+                         a replica with the reference model"
+                    ));
+                } else {
+                    notes.push(format!("{} model checks", p.model_checks));
+                }
             }
         }
         Verdict::Fail => {
-            let found: Vec<ViolationKind> = report.all_kinds();
-            let hit =
-                scn.expect.kinds.is_empty() || scn.expect.kinds.iter().any(|k| found.contains(k));
-            if !report.passed() && hit {
-                (
-                    true,
-                    format!(
-                        "found as expected in {} of {} seeds (kinds: {})",
-                        report.seeds_failed(),
-                        report.seeds_run,
-                        reports::text::join_kinds(&found)
-                    ),
-                )
+            let what = expect_finding(e);
+            let stated = e.min_found.unwrap_or(1);
+            let need = e.scaled(stated, n).max(1);
+            let mut found = 0u64;
+            let mut unexpected: Vec<String> = Vec::new();
+            for f in &report.failures {
+                if f.violations
+                    .iter()
+                    .any(|v| e.is_finding(v.kind, &v.message))
+                {
+                    found += 1;
+                }
+                if let Some(v) = f.violations.iter().find(|v| !e.tolerates(v.kind)) {
+                    unexpected.push(format!(
+                        "unexpected kind {} on seed {}: {}",
+                        v.kind,
+                        f.seed,
+                        reports::text::violation_line(v)
+                            .chars()
+                            .take(240)
+                            .collect::<String>()
+                    ));
+                }
+            }
+            if found < need {
+                // Say what was found instead: the first message of each kind.
+                let mut seen: Vec<ViolationKind> = Vec::new();
+                let mut instead: Vec<String> = Vec::new();
+                for v in report.failures.iter().flat_map(|f| f.violations.iter()) {
+                    if !seen.contains(&v.kind) {
+                        seen.push(v.kind);
+                        let m: String = v.message.chars().take(120).collect();
+                        instead.push(format!("{} \"{m}\"", v.kind));
+                    }
+                }
+                problems.push(format!(
+                    "expected {what} in at least {need} of {n} seeds{}; found in {found} \
+                     (failing seeds: {}; found instead: {})",
+                    scaled_note(stated, need),
+                    report.seeds_failed(),
+                    if instead.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        instead.join("; ")
+                    }
+                ));
             } else {
-                (
-                    false,
-                    format!(
-                        "expected a failure with one of [{}] within {} seeds; found [{}]",
-                        reports::text::join_kinds(&scn.expect.kinds),
-                        report.seeds_run,
-                        reports::text::join_kinds(&found)
-                    ),
-                )
+                notes.push(format!(
+                    "found {what} in {found} of {n} seeds (need {need}; kinds: {})",
+                    reports::text::join_kinds(&report.all_kinds())
+                ));
+            }
+            let k = unexpected.len();
+            if let Some(first) = unexpected.into_iter().next() {
+                problems.push(if k > 1 {
+                    format!("{first} (and {} more seeds)", k - 1)
+                } else {
+                    first
+                });
             }
         }
+    }
+    let mut windows: Vec<String> = Vec::new();
+    for (w, &stated) in &e.windows {
+        let need = e.scaled(stated, n);
+        let got = report.windows.get(w).copied().unwrap_or(0);
+        if got < need {
+            problems.push(format!(
+                "race window {w} entered by {got} of {n} seeds, need {need}{}",
+                scaled_note(stated, need)
+            ));
+        } else {
+            windows.push(format!("{w} {got}/{n} (min {need})"));
+        }
+    }
+    if !windows.is_empty() {
+        notes.push(format!("windows: {}", windows.join(", ")));
+    }
+    if problems.is_empty() {
+        (true, notes.join("; "))
+    } else {
+        (false, problems.join("; "))
+    }
+}
+
+/// `node-abort ~ "StaleKeystore"`, `raft-safety|state-divergence`: a `fail` expectation's finding.
+fn expect_finding(e: &scenario::Expect) -> String {
+    let kinds: Vec<&str> = e.kinds.iter().map(|k| k.as_str()).collect();
+    match &e.message {
+        Some(m) => format!("{} ~ \"{m}\"", kinds.join("|")),
+        None => kinds.join("|"),
     }
 }
 
@@ -1041,7 +1167,7 @@ fn ci(
             continue;
         }
         let scn = Arc::new(Scenario::load(&path)?);
-        let n = seeds.or(scn.expect.ci_seeds).unwrap_or(10).max(1);
+        let n = seeds.unwrap_or(scn.expect.ci_seeds()).max(1);
         let s = Sweep {
             scenario: scn.clone(),
             scenario_arg: name.clone(),
@@ -1067,7 +1193,7 @@ fn ci(
         }
         let expectation = match scn.expect.verdict {
             Verdict::Pass => "pass".to_string(),
-            Verdict::Fail => format!("fail with {}", reports::text::join_kinds(&scn.expect.kinds)),
+            Verdict::Fail => format!("fail with {}", expect_finding(&scn.expect)),
         };
         println!(
             "{} {name}: {message} ({:.1}s)",

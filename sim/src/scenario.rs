@@ -206,26 +206,103 @@ pub enum Verdict {
     Fail,
 }
 
+/// What `faultline ci` requires of a sweep of this scenario. Strict on purpose: a `fail`
+/// expectation names the finding (kind and message), so another failure cannot meet it by
+/// accident; a `pass` expectation requires progress under faults and race-window coverage, so a
+/// change that stops the workload or never reaches the race cannot pass quietly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     pub verdict: Verdict,
-    /// With `fail`: at least one of these kinds must be found.
+    /// With `fail` (required, non-empty): the finding's kinds. A failing seed has found it when
+    /// one of its violations has one of these kinds and its message matches `message`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kinds: Vec<ViolationKind>,
-    /// Seeds `faultline ci` runs for this scenario (its budget to meet the expectation).
+    /// With `fail`: a pattern the finding's message must match: a plain substring, where `*`
+    /// stands for any run of characters (no other metacharacters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// With `fail`: other kinds that may accompany the finding (e.g. `liveness` after a
+    /// `node-abort`). A failing seed with a kind in neither `kinds` nor `also` fails the
+    /// expectation; `crash` and `hang` are tolerated only when listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<ViolationKind>,
+    /// With `fail`: seeds (of `ci_seeds`) that must find it; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_found: Option<u64>,
+    /// With `pass`: client operations every seed must have acknowledged while faults ran
+    /// (default 1 when the workload has clients, else 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ops_acked_fault_phase: Option<u64>,
+    /// Race window (a name of `world::WINDOWS`) -> seeds (of `ci_seeds`) that must enter it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub windows: std::collections::BTreeMap<String, u64>,
+    /// Seeds `faultline ci` runs for this scenario (its budget to meet the expectation; default
+    /// 10). `min_found` and `windows` count seeds of this budget; `ci --seeds N` scales them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ci_seeds: Option<u64>,
 }
+
+/// `ci_seeds` when a scenario does not set it.
+pub const DEFAULT_CI_SEEDS: u64 = 10;
 
 impl Default for Expect {
     fn default() -> Self {
         Expect {
             verdict: Verdict::Pass,
             kinds: vec![],
+            message: None,
+            also: vec![],
+            min_found: None,
+            min_ops_acked_fault_phase: None,
+            windows: Default::default(),
             ci_seeds: None,
         }
     }
+}
+
+impl Expect {
+    /// The seed budget `ci` runs by default.
+    pub fn ci_seeds(&self) -> u64 {
+        self.ci_seeds.unwrap_or(DEFAULT_CI_SEEDS).max(1)
+    }
+
+    /// A minimum stated for `ci_seeds` seeds, for a sweep of `seeds_run` seeds: proportional,
+    /// rounded down (a smaller `ci --seeds` budget asks for less, never for more than it ran).
+    pub fn scaled(&self, min: u64, seeds_run: u64) -> u64 {
+        let ci = self.ci_seeds();
+        if seeds_run == ci {
+            return min;
+        }
+        u64::try_from(u128::from(min) * u128::from(seeds_run) / u128::from(ci)).unwrap_or(u64::MAX)
+    }
+
+    /// Whether `v` is the finding of a `fail` expectation: one of `kinds`, message matching.
+    pub fn is_finding(&self, kind: ViolationKind, message: &str) -> bool {
+        self.kinds.contains(&kind)
+            && self
+                .message
+                .as_deref()
+                .is_none_or(|p| message_matches(p, message))
+    }
+
+    /// Whether a failing seed of a `fail` expectation may carry this kind.
+    pub fn tolerates(&self, kind: ViolationKind) -> bool {
+        self.kinds.contains(&kind) || self.also.contains(&kind)
+    }
+}
+
+/// `pattern` as a substring of `text`, `*` matching any run of characters: each `*`-separated
+/// piece must occur, in order, without overlapping. An empty pattern matches everything.
+pub fn message_matches(pattern: &str, text: &str) -> bool {
+    let mut rest = text;
+    for piece in pattern.split('*').filter(|p| !p.is_empty()) {
+        match rest.find(piece) {
+            Some(i) => rest = &rest[i + piece.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Which nodes an action targets, resolved when the action fires.
@@ -452,7 +529,11 @@ impl Scenario {
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         let scn: Scenario = serde_json::from_str(text).map_err(|e| serde_error(e, text, file))?;
         scn.validate().map_err(|(path, message)| {
-            let (line, column) = locate(text, &path).unwrap_or((1, 1));
+            // A missing field (e.g. `expect.kinds`) points at the nearest enclosing one.
+            let (line, column) = (0..=path.len())
+                .rev()
+                .find_map(|n| locate(text, &path[..n]))
+                .unwrap_or((1, 1));
             ScenarioError {
                 file: file.to_string(),
                 line,
@@ -635,11 +716,93 @@ impl Scenario {
                 _ => {}
             }
         }
-        if self.expect.verdict == Verdict::Pass && !self.expect.kinds.is_empty() {
-            return err(
-                vec![Key("expect"), Key("kinds")],
-                "kinds only go with verdict `fail`".into(),
-            );
+        self.expect.validate()
+    }
+}
+
+impl Expect {
+    /// The `expect` block's own rules; paths start at `expect`.
+    fn validate(&self) -> Result<(), (Vec<PathSeg>, String)> {
+        use PathSeg::Key;
+        let at = |k: &'static str| vec![Key("expect"), Key(k)];
+        let ci = self.ci_seeds();
+        match self.verdict {
+            Verdict::Pass => {
+                let fail_only = [
+                    ("kinds", !self.kinds.is_empty()),
+                    ("message", self.message.is_some()),
+                    ("also", !self.also.is_empty()),
+                    ("min_found", self.min_found.is_some()),
+                ];
+                if let Some((field, _)) = fail_only.iter().find(|(_, set)| *set) {
+                    return Err((
+                        at(field),
+                        format!("`{field}` only goes with verdict `fail`"),
+                    ));
+                }
+            }
+            Verdict::Fail => {
+                if self.kinds.is_empty() {
+                    return Err((
+                        at("kinds"),
+                        format!(
+                            "verdict `fail` must name the kinds of the finding (one or more of: {})",
+                            ViolationKind::ALL.map(|k| k.as_str()).join(", ")
+                        ),
+                    ));
+                }
+                if self.message.as_deref().is_some_and(|m| m.trim().is_empty()) {
+                    return Err((
+                        at("message"),
+                        "must not be empty (leave it out to accept any message)".into(),
+                    ));
+                }
+                if let Some((i, k)) = self
+                    .also
+                    .iter()
+                    .enumerate()
+                    .find(|(_, k)| self.kinds.contains(k))
+                {
+                    return Err((
+                        vec![Key("expect"), Key("also"), PathSeg::Idx(i)],
+                        format!("`{k}` is one of `kinds` already"),
+                    ));
+                }
+                if let Some(n) = self.min_found {
+                    if n == 0 || n > ci {
+                        return Err((at("min_found"), format!("{n}: must be 1..={ci} (ci_seeds)")));
+                    }
+                }
+                if self.min_ops_acked_fault_phase.is_some() {
+                    return Err((
+                        at("min_ops_acked_fault_phase"),
+                        "`min_ops_acked_fault_phase` only goes with verdict `pass`".into(),
+                    ));
+                }
+            }
+        }
+        for (name, &n) in &self.windows {
+            let key = match crate::world::WINDOWS.iter().find(|w| **w == name.as_str()) {
+                Some(w) => *w,
+                None => {
+                    // The path names the unknown key; errors end the program, so leaking the
+                    // one string is fine.
+                    let key: &'static str = Box::leak(name.clone().into_boxed_str());
+                    return Err((
+                        vec![Key("expect"), Key("windows"), Key(key)],
+                        format!(
+                            "unknown race window `{name}` (windows: {})",
+                            crate::world::WINDOWS.join(", ")
+                        ),
+                    ));
+                }
+            };
+            if n == 0 || n > ci {
+                return Err((
+                    vec![Key("expect"), Key("windows"), Key(key)],
+                    format!("{n}: must be 1..={ci} (seeds of ci_seeds that enter `{name}`)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -1013,6 +1176,155 @@ mod tests {
         let e = Scenario::parse(&with("\"kill\", \"meteor\""), "c.json").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("chaos.faults[1]"), "{e}");
         assert!(e.message.contains("meteor"));
+    }
+
+    /// `GOOD` with its `expect` block replaced.
+    fn with_expect(expect: &str) -> String {
+        GOOD.replace(
+            r#""expect": { "verdict": "fail", "kinds": ["raft-safety", "dbhash-mismatch"] }"#,
+            &format!("\"expect\": {expect}"),
+        )
+    }
+
+    #[test]
+    fn strict_fail_expectation_parses_and_matches_kind_and_message() {
+        let text = with_expect(
+            r#"{ "verdict": "fail", "kinds": ["node-abort"], "message": "failed to step up*NotFound",
+                "also": ["liveness"], "min_found": 3, "windows": { "drop-during-drain": 2 }, "ci_seeds": 20 }"#,
+        );
+        let s = Scenario::parse(&text, "e.json").unwrap();
+        let e = &s.expect;
+        assert_eq!(e.min_found, Some(3));
+        assert_eq!(e.windows.get("drop-during-drain"), Some(&2));
+        let abort = "invariant failed: failed to step up: drain worker 1: cursor on c2: NotFound";
+        assert!(e.is_finding(ViolationKind::NodeAbort, abort));
+        assert!(!e.is_finding(
+            ViolationKind::NodeAbort,
+            "failed to pick up checkpoint 8: StaleKeystore"
+        ));
+        assert!(
+            !e.is_finding(ViolationKind::Liveness, abort),
+            "`also` kinds are never the finding"
+        );
+        assert!(e.tolerates(ViolationKind::Liveness) && e.tolerates(ViolationKind::NodeAbort));
+        assert!(!e.tolerates(ViolationKind::Crash) && !e.tolerates(ViolationKind::Hang));
+        // Round-trips through JSON (shrink writes scenarios back).
+        let back: Expect = serde_json::from_str(&serde_json::to_string(e).unwrap()).unwrap();
+        assert_eq!(&back, e);
+        // Minimums scale with the seeds run, rounded down.
+        assert_eq!(e.scaled(10, 20), 10);
+        assert_eq!(e.scaled(10, 4), 2);
+        assert_eq!(e.scaled(1, 4), 0);
+        assert_eq!(e.scaled(10, 40), 20);
+    }
+
+    #[test]
+    fn message_patterns_are_substrings_with_star() {
+        assert!(message_matches(
+            "StaleKeystore",
+            "load_key: StaleKeystore: behind"
+        ));
+        assert!(message_matches(
+            "load_key*behind",
+            "load_key: StaleKeystore: behind"
+        ));
+        assert!(!message_matches(
+            "behind*load_key",
+            "load_key: StaleKeystore: behind"
+        ));
+        assert!(message_matches("", "anything") && message_matches("*", "anything"));
+        assert!(
+            !message_matches("stalekeystore", "StaleKeystore"),
+            "case matters"
+        );
+        assert!(!message_matches("a*a", "a"), "pieces do not overlap");
+    }
+
+    #[test]
+    fn expect_errors_point_at_the_field() {
+        let cases = [
+            (r#"{ "verdict": "fail" }"#, "expect.kinds", "name the kinds"),
+            (
+                r#"{ "verdict": "fail", "kinds": [] }"#,
+                "expect.kinds",
+                "name the kinds",
+            ),
+            (
+                r#"{ "verdict": "pass", "message": "x" }"#,
+                "expect.message",
+                "only goes with verdict `fail`",
+            ),
+            (
+                r#"{ "verdict": "pass", "also": ["liveness"] }"#,
+                "expect.also",
+                "only goes with",
+            ),
+            (
+                r#"{ "verdict": "pass", "min_found": 2 }"#,
+                "expect.min_found",
+                "only goes with",
+            ),
+            (
+                r#"{ "verdict": "pass", "kinds": ["crash"] }"#,
+                "expect.kinds",
+                "only goes with",
+            ),
+            (
+                r#"{ "verdict": "fail", "kinds": ["crash"], "min_ops_acked_fault_phase": 3 }"#,
+                "expect.min_ops_acked_fault_phase",
+                "only goes with verdict `pass`",
+            ),
+            (
+                r#"{ "verdict": "fail", "kinds": ["crash"], "message": " " }"#,
+                "expect.message",
+                "must not be empty",
+            ),
+            (
+                r#"{ "verdict": "fail", "kinds": ["crash"], "also": ["hang", "crash"] }"#,
+                "expect.also[1]",
+                "one of `kinds` already",
+            ),
+            (
+                r#"{ "verdict": "fail", "kinds": ["crash"], "min_found": 0 }"#,
+                "expect.min_found",
+                "must be 1..=10",
+            ),
+            (
+                r#"{ "verdict": "fail", "kinds": ["crash"], "min_found": 11 }"#,
+                "expect.min_found",
+                "must be 1..=10",
+            ),
+            (
+                r#"{ "verdict": "pass", "windows": { "checkpoint-picked-up": 3, "nope": 1 } }"#,
+                "expect.windows.nope",
+                "unknown race window `nope`",
+            ),
+            (
+                r#"{ "verdict": "pass", "windows": { "checkpoint-picked-up": 21 }, "ci_seeds": 20 }"#,
+                "expect.windows.checkpoint-picked-up",
+                "must be 1..=20",
+            ),
+        ];
+        for (expect, field, msg) in cases {
+            let text = with_expect(expect);
+            let e = Scenario::parse(&text, "x.json").unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{expect}: {e}");
+            assert!(e.message.contains(msg), "{expect}: {e}");
+            assert_eq!(e.line, 8, "{expect}: points at the expect block: {e}");
+        }
+        let text = with_expect(r#"{ "verdict": "pass", "windows": { "nope": 1 } }"#);
+        let e = Scenario::parse(&text, "x.json").unwrap_err();
+        assert!(
+            e.message.contains("all-replicas-restarted") && e.message.contains("drop-during-drain"),
+            "lists the windows: {e}"
+        );
+        let text = with_expect(r#"{ "verdict": "pass", "minfound": 1 }"#);
+        let e = Scenario::parse(&text, "x.json").unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("minfound"),
+            "unknown fields are rejected: {e}"
+        );
     }
 
     #[test]

@@ -514,6 +514,7 @@ pub fn shrink(
         verdict: Verdict::Fail,
         kinds: vec![opts.kind],
         ci_seeds: None,
+        ..Expect::default()
     };
     let RunOutcome {
         kinds: found,

@@ -256,6 +256,7 @@ fn shards_cover_every_seed_once_and_merge_reproduces_the_unsharded_totals() {
         "first_seed",
         "kinds_found",
         "windows",
+        "progress",
     ] {
         assert_eq!(
             merged[key], whole[key],
@@ -466,4 +467,297 @@ fn bench_quick_reports_every_figure_as_json() {
         .collect();
     assert_eq!(rss.len(), 3);
     assert!(rss.iter().all(|mb| *mb > 1.0 && *mb < 1024.0), "{rss:?}");
+}
+
+/// A shipped scenario as JSON, to derive test scenarios from.
+fn shipped(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// Runs `faultline ci` over exactly these scenarios (file stem = name), with extra arguments.
+fn ci_over(dir: &str, scenarios: &[(&str, serde_json::Value)], extra: &[&str]) -> Output {
+    let d = tmpdir(dir);
+    let scn = d.join("scenarios");
+    std::fs::create_dir_all(&scn).unwrap();
+    for (name, v) in scenarios {
+        let mut v = v.clone();
+        v["name"] = (*name).into();
+        std::fs::write(
+            scn.join(format!("{name}.json")),
+            serde_json::to_string_pretty(&v).unwrap(),
+        )
+        .unwrap();
+    }
+    Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("ci")
+        .args(extra)
+        .env("FAULTLINE_SCENARIOS", &scn)
+        .output()
+        .unwrap()
+}
+
+/// The `ci` line of one scenario.
+fn ci_line<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find(|l| {
+            l.get(5..)
+                .is_some_and(|rest| rest.starts_with(&format!("{name}: ")))
+        })
+        .unwrap_or_else(|| panic!("no ci line for {name}: {out}"))
+}
+
+#[test]
+fn ci_fail_expectations_need_the_named_finding_and_refuse_unexpected_kinds() {
+    // Incident 000 on 4 seeds: every seed aborts a standby with StaleKeystore, then liveness.
+    let mut base = shipped("kek-rotation-stale-keystore-abort");
+    base["expect"]["ci_seeds"] = 4.into();
+    base["expect"]["min_found"] = 2.into();
+    base["expect"]["windows"] = serde_json::json!({ "stale-keystore-checkpoint": 2 });
+    let mut wrong_message = base.clone();
+    wrong_message["expect"]["message"] = "failed to step up".into();
+    let mut unlisted = base.clone();
+    unlisted["expect"].as_object_mut().unwrap().remove("also");
+    let mut too_many = base.clone();
+    too_many["expect"]["min_found"] = 4.into();
+    too_many["expect"]["windows"] = serde_json::json!({ "drop-during-drain": 1 });
+    let o = ci_over(
+        "ci-fail",
+        &[
+            ("stale-ok", base),
+            ("stale-wrong-message", wrong_message),
+            ("stale-unlisted-kind", unlisted),
+            ("stale-no-drain", too_many),
+        ],
+        &[],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    let ok = ci_line(&out, "stale-ok");
+    assert!(
+        ok.starts_with("ok ")
+            && ok.contains(
+                "found node-abort ~ \"failed to pick up checkpoint*load_key: StaleKeystore\" in 4 of 4 seeds"
+            ),
+        "{ok}"
+    );
+    // The right kind with another mechanism's message is not the finding.
+    let l = ci_line(&out, "stale-wrong-message");
+    assert!(l.starts_with("FAIL"), "{l}");
+    assert!(
+        l.contains("expected node-abort ~ \"failed to step up\" in at least 2 of 4 seeds")
+            && l.contains("found in 0")
+            && l.contains(
+                "found instead: node-abort \"invariant failed: failed to pick up checkpoint"
+            ),
+        "{l}"
+    );
+    // A kind in neither `kinds` nor `also` fails the expectation even though the finding is there.
+    let l = ci_line(&out, "stale-unlisted-kind");
+    assert!(l.starts_with("FAIL"), "{l}");
+    assert!(
+        l.contains("unexpected kind liveness on seed 1: [liveness]") && l.contains("more seeds"),
+        "{l}"
+    );
+    assert!(
+        !l.contains("expected node-abort"),
+        "the finding itself was found: {l}"
+    );
+    // Windows count for `fail` expectations too.
+    let l = ci_line(&out, "stale-no-drain");
+    assert!(l.starts_with("FAIL"), "{l}");
+    assert!(
+        l.contains("race window drop-during-drain entered by 0 of 4 seeds, need 1"),
+        "{l}"
+    );
+    assert!(out.contains("ci: 1 of 4 expectations met"), "{out}");
+}
+
+#[test]
+fn ci_pass_expectations_need_progress_under_faults_and_window_coverage() {
+    // Short steady runs: they pass, but never reach a keystore race.
+    let mut steady = shipped("steady");
+    steady["duration_ms"] = 3000.into();
+    steady["expect"] = serde_json::json!({
+        "verdict": "pass",
+        "windows": { "checkpoint-picked-up": 1, "stale-keystore-checkpoint": 2 },
+        "ci_seeds": 2
+    });
+    // Every replica stalled for the whole fault phase: the liveness phase heals the pause and
+    // every seed converges and passes, but no operation was acknowledged while faults ran.
+    let stalled = serde_json::json!({
+        "name": "stalled",
+        "duration_ms": 3000,
+        "workload": { "clients": 2, "ops_per_sec": 50, "collections": 2, "keys": 50 },
+        "timeline": [ { "at_ms": 0, "action": "pause", "nodes": "all", "for_ms": 60000 } ],
+        "expect": { "verdict": "pass", "ci_seeds": 2 }
+    });
+    // The same with progress explicitly not required (and a workload without reads).
+    let mut waived = stalled.clone();
+    waived["workload"]["mix"] = serde_json::json!({ "reads_per_mille": 0 });
+    waived["expect"]["min_ops_acked_fault_phase"] = 0.into();
+    let o = ci_over(
+        "ci-pass",
+        &[
+            ("short-steady", steady),
+            ("stalled", stalled),
+            ("stalled-waived", waived),
+        ],
+        &[],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    let l = ci_line(&out, "short-steady");
+    assert!(l.starts_with("FAIL"), "{l}");
+    assert!(
+        l.contains("race window stale-keystore-checkpoint entered by 0 of 2 seeds, need 2")
+            && !l.contains("race window checkpoint-picked-up"),
+        "names the missed window and its count only: {l}"
+    );
+    let l = ci_line(&out, "stalled");
+    assert!(l.starts_with("FAIL"), "{l}");
+    assert!(
+        l.contains("no progress under faults: seed 1 acknowledged 0 op(s) while faults ran, need 1 per seed")
+            && l.contains("2 of 2 seeds acknowledged none")
+            && l.contains("no reads checked"),
+        "{l}"
+    );
+    let l = ci_line(&out, "stalled-waived");
+    assert!(l.starts_with("ok "), "{l}");
+    // `--seeds` scales the minimums (stated for ci_seeds) to the seeds run, rounding down.
+    let mut steady = shipped("steady");
+    steady["duration_ms"] = 3000.into();
+    steady["expect"] = serde_json::json!({
+        "verdict": "pass", "windows": { "stale-keystore-checkpoint": 4 }, "ci_seeds": 8
+    });
+    let o = ci_over("ci-scaled", &[("short-steady", steady)], &["--seeds", "2"]);
+    let l = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{l}");
+    assert!(
+        l.contains("entered by 0 of 2 seeds, need 1, 4 of 8 scaled to 2 seeds"),
+        "{l}"
+    );
+}
+
+#[test]
+fn bad_expect_blocks_exit_2_naming_the_field() {
+    let d = tmpdir("bad-expect");
+    let cases = [
+        (r#"{ "verdict": "fail" }"#, "expect.kinds"),
+        (r#"{ "verdict": "pass", "message": "x" }"#, "expect.message"),
+        (
+            r#"{ "verdict": "pass", "also": ["liveness"] }"#,
+            "expect.also",
+        ),
+        (
+            r#"{ "verdict": "pass", "min_found": 1 }"#,
+            "expect.min_found",
+        ),
+        (
+            r#"{ "verdict": "fail", "kinds": ["crash"], "min_found": 30, "ci_seeds": 20 }"#,
+            "expect.min_found",
+        ),
+        (
+            r#"{ "verdict": "pass", "windows": { "no-such-window": 1 } }"#,
+            "expect.windows.no-such-window",
+        ),
+    ];
+    for (i, (expect, field)) in cases.iter().enumerate() {
+        let p = d.join(format!("e{i}.json"));
+        std::fs::write(
+            &p,
+            format!(
+                "{{\n  \"name\": \"e{i}\",\n  \"duration_ms\": 100,\n  \"expect\": {expect}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let o = faultline(&["run", p.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{expect}: {err}");
+        assert!(
+            err.contains(&format!("e{i}.json:4:")) && err.contains(&format!("field `{field}`")),
+            "{expect}: names file, line and field: {err}"
+        );
+    }
+    // An unknown window lists the valid ones; `ci` refuses the file the same way.
+    let o = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["ci", "--filter", "e5"])
+        .env("FAULTLINE_SCENARIOS", &d)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("expect.windows.no-such-window")
+            && err.contains("unknown race window")
+            && err.contains("all-replicas-restarted")
+            && err.contains("drop-during-drain"),
+        "{err}"
+    );
+}
+
+/// `judge` on hand-made reports: what real runs rarely produce (a crash, a hang).
+#[test]
+fn judge_never_tolerates_crash_or_hang_unless_listed() {
+    use reports::{RunReport, SeedReport, Violation, ViolationKind};
+    let scn = |expect: &str| {
+        sim::scenario::Scenario::parse(
+            &format!(r#"{{ "name": "j", "duration_ms": 1000, "expect": {expect} }}"#),
+            "j.json",
+        )
+        .unwrap()
+    };
+    let v = |kind, message: &str| Violation {
+        kind,
+        node: Some("n1".into()),
+        at_ms: 5,
+        message: message.into(),
+    };
+    let mut r = RunReport::new("j");
+    for seed in 1..=3 {
+        let mut violations = vec![
+            v(
+                ViolationKind::NodeAbort,
+                "invariant failed: failed to step up: drain worker 0: NotFound",
+            ),
+            v(ViolationKind::Liveness, "n1 unreachable"),
+        ];
+        if seed == 2 {
+            violations.push(v(ViolationKind::Crash, "panicked at engine/src/x.rs: boom"));
+        }
+        r.add(SeedReport {
+            seed,
+            trace_hash: "0".repeat(16),
+            violations,
+            ..Default::default()
+        });
+    }
+    let strict = r#"{ "verdict": "fail", "kinds": ["node-abort"], "message": "failed to step up",
+                     "also": ["liveness"], "ci_seeds": 3 }"#;
+    let (ok, msg) = sim::cli::judge(&scn(strict), &r);
+    assert!(!ok, "{msg}");
+    assert!(
+        msg.contains("unexpected kind crash on seed 2: [crash] n1"),
+        "{msg}"
+    );
+    let listed = strict.replace(r#"["liveness"]"#, r#"["liveness", "crash"]"#);
+    let (ok, msg) = sim::cli::judge(&scn(&listed), &r);
+    assert!(ok, "crash listed explicitly: {msg}");
+    // min_found counts seeds with the finding.
+    let need_3 = listed.replace(r#""ci_seeds": 3"#, r#""min_found": 3, "ci_seeds": 3"#);
+    assert!(sim::cli::judge(&scn(&need_3), &r).0);
+    // A hang alone, with the finding nowhere: both reasons are given.
+    let mut h = RunReport::new("j");
+    h.add(SeedReport {
+        seed: 7,
+        trace_hash: "0".repeat(16),
+        violations: vec![v(ViolationKind::Hang, "simulation deadlock")],
+        ..Default::default()
+    });
+    let (ok, msg) = sim::cli::judge(&scn(strict), &h);
+    assert!(!ok);
+    assert!(
+        msg.contains("found in 0") && msg.contains("unexpected kind hang on seed 7"),
+        "{msg}"
+    );
 }
