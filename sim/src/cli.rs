@@ -821,6 +821,7 @@ fn shrink(
     let opts = crate::shrink::Options {
         seed,
         kind,
+        also: failed.kinds().into_iter().filter(|k| *k != kind).collect(),
         knobs: knobs.clone(),
         max_runs,
         jobs,

@@ -166,6 +166,9 @@ pub const DURATION_MARGIN_MS: u64 = 2_000;
 pub struct Options {
     pub seed: u64,
     pub kind: ViolationKind,
+    /// Kinds the original failure had beside `kind`: the shrunk scenario's expectation allows
+    /// them (they come with the finding), and no others.
+    pub also: Vec<ViolationKind>,
     pub knobs: Knobs,
     pub max_runs: usize,
     pub jobs: usize,
@@ -513,6 +516,7 @@ pub fn shrink(
     base.expect = Expect {
         verdict: Verdict::Fail,
         kinds: vec![opts.kind],
+        also: opts.also.clone(),
         ci_seeds: None,
         ..Expect::default()
     };
