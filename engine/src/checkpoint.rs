@@ -159,10 +159,21 @@ pub fn plan(base: &StableView, cut: &Cut) -> Plan {
 impl Plan {
     /// Encrypts every page image with the data key (`nonce` draws from the leader's seeded
     /// stream). Sizes and checksums in the cookies are then those of the sealed blocks.
-    pub fn seal(&mut self, key: &DataKey, nonce: &mut dyn FnMut() -> [u8; NONCE_LEN]) {
+    /// Returns each seal's nonce and a digest of what it sealed (associated data and page), for
+    /// the observer: a nonce must never seal two different messages under one key.
+    pub fn seal(
+        &mut self,
+        key: &DataKey,
+        nonce: &mut dyn FnMut() -> [u8; NONCE_LEN],
+    ) -> Vec<([u8; NONCE_LEN], u64)> {
+        let mut sealed = Vec::with_capacity(self.writes.len());
         for w in &mut self.writes {
-            w.bytes = key.seal_page(&w.table, w.page_id, w.base_lsn, &w.bytes, nonce());
+            let n = nonce();
+            let what = crate::keystore::page_digest(&w.table, w.page_id, w.base_lsn, &w.bytes);
+            w.bytes = key.seal_page(&w.table, w.page_id, w.base_lsn, &w.bytes, n);
+            sealed.push((n, what));
         }
+        sealed
     }
 }
 

@@ -130,9 +130,24 @@ fn page_aad(table: &str, page_id: PageId, base_lsn: Lsn) -> Vec<u8> {
     format!("faultline page {table}/{page_id} base {base_lsn}").into_bytes()
 }
 
+/// A digest of one page seal's message (associated data and plaintext): two seals under one
+/// (key, nonce) must carry the same message, or the keystream is reused.
+pub fn page_digest(table: &str, page_id: PageId, base_lsn: Lsn, plaintext: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let aad = page_aad(table, page_id, base_lsn);
+    h.update(&(aad.len() as u64).to_le_bytes());
+    h.update(&aad);
+    h.update(plaintext);
+    h.digest()
+}
+
 impl DataKey {
     pub fn new(bytes: KeyBytes) -> Self {
         DataKey(bytes)
+    }
+    /// Names the key in observations without revealing it.
+    pub fn fingerprint(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.0)
     }
     pub fn seal_page(
         &self,

@@ -84,6 +84,8 @@ pub enum Planted {
     AckBeforeCommit,
     /// Raft grants a vote to a candidate whose log has the same last term but is shorter.
     VoteIgnoresLogLength,
+    /// Page nonces restart from the same seed at every checkpoint (a per-checkpoint RNG).
+    NonceRestartsPerCheckpoint,
 }
 
 /// The set of knobs switched on for one run.

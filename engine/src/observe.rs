@@ -43,6 +43,13 @@ pub enum Event {
     Warn(Warning),
     /// A storage-layer step (checkpoint, pick-up, step-up, sweep...).
     Storage(StorageEvent),
+    /// A page was sealed under key `key` (a fingerprint) with `nonce`; `message` digests its
+    /// associated data and plaintext (ChaCha20-Poly1305 must never reuse a nonce).
+    Sealed {
+        key: u64,
+        nonce: [u8; 12],
+        message: u64,
+    },
     /// The node's in-memory keystore is now this one (at start, recovery, or a rotation).
     Keystore {
         ts: u64,

@@ -1342,9 +1342,18 @@ impl Node {
         };
         let leak = self.cfg.knobs.on(KnownBug::BytesTotalLeak);
         let mut plan = checkpoint::plan(&base, &cut);
-        plan.seal(&key, &mut || {
+        let mut per_checkpoint = ChaCha8Rng::seed_from_u64(self.cfg.rng_seed);
+        let restart = planted!(self.cfg.knobs, NonceRestartsPerCheckpoint);
+        let sealed = plan.seal(&key, &mut || {
+            if restart {
+                return keystore::nonce(&mut per_checkpoint);
+            }
             keystore::nonce(&mut *self.rng.lock().unwrap_or_else(|e| e.into_inner()))
         });
+        for (nonce, message) in sealed {
+            let key = key.fingerprint();
+            self.obs.event(self.id, Event::Sealed { key, nonce, message });
+        }
         let mut r = Reconciliation::new(plan, leak);
         let mut failure = None;
         for i in 0..r.plan.writes.len() {

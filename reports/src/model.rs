@@ -35,11 +35,13 @@ pub enum ViolationKind {
     /// The client history has no linearization, an acknowledgement names another operation's
     /// entry, or an operation took effect twice.
     Linearizability,
+    /// One (key, nonce) pair sealed two different messages.
+    NonceReuse,
 }
 
 impl ViolationKind {
     /// Every kind, in `Ord` order; for help texts and exhaustive iteration.
-    pub const ALL: [ViolationKind; 11] = [
+    pub const ALL: [ViolationKind; 12] = [
         ViolationKind::NodeAbort,
         ViolationKind::Crash,
         ViolationKind::Hang,
@@ -51,6 +53,7 @@ impl ViolationKind {
         ViolationKind::Liveness,
         ViolationKind::ModelDivergence,
         ViolationKind::Linearizability,
+        ViolationKind::NonceReuse,
     ];
 
     /// The stable kebab-case identifier (identical to the serde form).
@@ -67,6 +70,7 @@ impl ViolationKind {
             ViolationKind::Liveness => "liveness",
             ViolationKind::ModelDivergence => "model-divergence",
             ViolationKind::Linearizability => "linearizability",
+            ViolationKind::NonceReuse => "nonce-reuse",
         }
     }
 

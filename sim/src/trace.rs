@@ -220,5 +220,9 @@ pub fn describe(ev: &engine::observe::Event) -> (&'static str, String) {
             format!("now kek v{kek_version} cmk v{cmk_version} ts {ts}: {why}"),
         ),
         Event::Storage(s) => (s.kind(), s.to_string()),
+        Event::Sealed { key, nonce, .. } => {
+            let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+            ("seal", format!("key {key:016x} nonce {hex}"))
+        }
     }
 }

@@ -113,3 +113,15 @@ fn raft_checker_sees_a_leader_without_committed_entries() {
         8,
     );
 }
+
+#[test]
+fn every_seal_is_checked_for_nonce_reuse() {
+    finds(
+        "steady",
+        Planted::NonceRestartsPerCheckpoint,
+        1..4,
+        ViolationKind::NonceReuse,
+        "keystream is reused",
+        3,
+    );
+}

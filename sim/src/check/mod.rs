@@ -11,6 +11,7 @@ pub mod keystores;
 pub mod linearizability;
 pub mod liveness;
 pub mod model;
+pub mod nonces;
 pub mod record;
 pub mod snapshot;
 pub mod validate;

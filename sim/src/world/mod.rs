@@ -44,6 +44,7 @@ use crate::check::clients::ClientOp;
 use crate::check::model::Model;
 use crate::check::history::History;
 use crate::check::keystores::Keystores;
+use crate::check::nonces::Nonces;
 use crate::check::record::Online;
 use crate::check::{self, violation};
 use crate::disk::SimDisk;
@@ -114,6 +115,8 @@ struct State {
     pages: Option<Arc<dyn InspectPages>>,
     /// Keystores never going backwards (online; `validate` findings).
     keystores: Keystores,
+    /// Every seal's (key, nonce) sealing one message only (online).
+    nonces: Nonces,
     /// Every item the chaos controller applied, with `at_ms` set to when it fired.
     chaos_schedule: Vec<TimelineItem>,
     /// Failpoint rates the chaos swarm set for the whole fault phase.
@@ -220,6 +223,7 @@ fn run_seed_here(
             windows: Default::default(),
             pages: None,
             keystores: Keystores::default(),
+            nonces: Nonces::default(),
             chaos_schedule: vec![],
             background_failpoints: BTreeMap::new(),
         }),
@@ -316,6 +320,8 @@ impl World {
         if self.scn.has_check(Check::Validate) {
             out.extend(keystores);
         }
+        // Always on: a security invariant, not a scenario's choice.
+        out.extend(st.nonces.take_violations());
         out
     }
 

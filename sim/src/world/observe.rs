@@ -51,7 +51,11 @@ impl World {
             st.history.record(&r);
             st.model.record(&r);
             st.keystores.record(&r);
+            st.nonces.record(&r);
         });
+        if matches!(ev, Event::Sealed { .. }) {
+            return; // checked above; one per page written would crowd the trace
+        }
         if let Some(w) = crate::check::windows::entered(&ev) {
             st.windows.insert(w);
         }
