@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::scenario::{Chaos, Selector, TimelineItem};
+use crate::scenario::{Chaos, Scenario, Selector, TimelineItem};
 use crate::world::{derive_seed, World};
 
 /// What one seed's swarm draw enabled.
@@ -71,10 +71,43 @@ pub fn draw_swarm(chaos: &Chaos, rng: &mut ChaCha8Rng) -> SwarmChoice {
     }
 }
 
+/// The scenario one seed runs: with `chaos.swarm_world`, the seed draws its cluster size (3 or
+/// 5), latency, client load and checkpoint interval from a stream of its own, so the rest of
+/// the seed's draws stay put; the result is a plain scenario (the draw is baked in, so a shrunk
+/// file reproduces it without the chaos block). Otherwise the scenario as written.
+pub fn world_for_seed(scn: &Scenario, seed: u64) -> Scenario {
+    let mut s = scn.clone();
+    if !scn.chaos.as_ref().is_some_and(|c| c.swarm && c.swarm_world) {
+        return s;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, "swarm-world", 0));
+    s.replicas = if rng.gen_bool(0.5) { 3 } else { 5 };
+    s.network.latency_ms = [[1, 10], [1, 30], [5, 60], [1, 120]][rng.gen_range(0..4)];
+    let w = &mut s.workload;
+    w.ops_per_sec = (w.ops_per_sec * [50, 100, 200][rng.gen_range(0..3)] / 100).max(1);
+    s.checkpoint_interval_ms = Some([200, 500, 1_000, 2_000][rng.gen_range(0..4)]);
+    s
+}
+
+/// One line for the report: what `world_for_seed` drew.
+pub fn world_note(s: &Scenario) -> String {
+    format!(
+        "swarm world: {} replicas, latency {}..{} ms, {} ops/s, checkpoint every {} ms",
+        s.replicas,
+        s.network.latency_ms[0],
+        s.network.latency_ms[1],
+        s.workload.ops_per_sec,
+        s.checkpoint_interval_ms.unwrap_or(1_000)
+    )
+}
+
 pub async fn run(w: Arc<World>, chaos: Chaos) {
     // A stream of its own: the controller's draws do not shift the timeline's or workload's.
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(w.seed, "chaos-controller", 0));
     let swarm = draw_swarm(&chaos, &mut rng);
+    if chaos.swarm && chaos.swarm_world {
+        w.note(world_note(&w.scn));
+    }
     let background: Vec<String> = swarm
         .background_failpoints
         .iter()
@@ -219,6 +252,7 @@ mod tests {
 
     fn chaos(swarm: bool) -> Chaos {
         Chaos {
+            swarm_world: false,
             faults: vec!["kill".into(), "partition".into(), "loss".into()],
             mean_interval_ms: 1000,
             swarm,

@@ -183,6 +183,10 @@ pub struct Chaos {
     pub mean_interval_ms: u64,
     #[serde(default)]
     pub swarm: bool,
+    /// With `swarm`, each seed also draws its cluster: 3 or 5 replicas, a latency range, the
+    /// client load and the checkpoint interval (`chaos::world_for_seed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub swarm_world: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -204,6 +204,8 @@ pub struct RunOutcome {
     pub kinds: Vec<ViolationKind>,
     pub trace_hash: String,
     pub chaos_schedule: Vec<TimelineItem>,
+    /// The scenario the seed ran (a swarm-drawn cluster baked in).
+    pub ran: Scenario,
 }
 
 /// Runs a candidate at the seed with the knobs.
@@ -219,6 +221,7 @@ pub fn run_candidate(opts: &Options, scn: &Scenario) -> RunOutcome {
         kinds: r.report.kinds(),
         trace_hash: r.report.trace_hash,
         chaos_schedule: r.chaos_schedule,
+        ran: (*r.scenario).clone(),
     }
 }
 
@@ -524,6 +527,7 @@ pub fn shrink(
         kinds: found,
         trace_hash,
         chaos_schedule,
+        ran,
     } = run_candidate(opts, &base);
     sh.runs += 1;
     if !found.contains(&opts.kind) {
@@ -541,7 +545,12 @@ pub fn shrink(
     let mut cur = base.clone();
     let mut materialized = scn.chaos.is_none();
     if scn.chaos.is_some() {
-        let m = materialize(&base, &chaos_schedule);
+        // The drawn cluster (if any) stays; the chaos block and its draw go.
+        let mut m = materialize(&base, &chaos_schedule);
+        m.replicas = ran.replicas;
+        m.network = ran.network.clone();
+        m.workload = ran.workload.clone();
+        m.checkpoint_interval_ms = ran.checkpoint_interval_ms;
         match sh.first_holding(std::slice::from_ref(&m)) {
             Ok(Some(_)) => {
                 materialized = true;

@@ -34,6 +34,8 @@ pub struct History {
     votes: BTreeMap<(NodeId, Term), (NodeId, u64)>,
     /// The highest term each node has shown, in any incarnation.
     max_term: BTreeMap<NodeId, (Term, u64)>,
+    /// The highest index the leader of each term committed.
+    commits: BTreeMap<Term, Index>,
     canonical: BTreeMap<Index, Applied>,
     /// Last index applied by each node's current incarnation.
     applied_upto: BTreeMap<NodeId, Index>,
@@ -106,6 +108,8 @@ impl History {
 
     /// A leader advanced its commit index to `index`, whose entry is of `entry_term`.
     pub fn committed(&mut self, node: NodeId, index: Index, term: Term, entry_term: Term, at_ms: u64) {
+        let c = self.commits.entry(term).or_default();
+        *c = (*c).max(index);
         if entry_term != term {
             let msg = format!(
                 "leader of term {term} committed through index {index}, an entry of term {entry_term}: a leader may count replicas only for its own term's entries"
@@ -114,20 +118,22 @@ impl History {
         }
     }
 
-    /// Leader completeness at election: the new leader's log must reach the highest entry any
-    /// node applied, with that entry's term (log terms never decrease, so a lower last term
-    /// cannot hold it).
+    /// Leader completeness at election: a leader of term T holds every entry committed in an
+    /// earlier term (not those of later terms: a stale leader of a lower term is legal). Its log
+    /// must reach the highest such index, with at least that entry's term (log terms never
+    /// decrease, so a lower last term cannot hold it).
     pub fn leader_log(&mut self, node: NodeId, term: Term, last_index: Index, last_term: Term, at_ms: u64) {
-        let Some((&m, a)) = self.canonical.iter().next_back() else {
+        let Some(m) = self.commits.range(..term).map(|(_, i)| *i).max() else {
             return;
         };
-        let a = *a;
-        if last_index < m || last_term < a.term {
+        let entry_term = self.canonical.get(&m).map(|a| a.term);
+        if last_index < m || entry_term.is_some_and(|t| last_term < t) {
+            let who = match self.canonical.get(&m) {
+                Some(a) => format!("{m}@t{} that n{} applied at {}", a.term, a.node, secs(a.at_ms)),
+                None => format!("{m}"),
+            };
             let msg = format!(
-                "became leader of term {term} with its log ending at {last_index}@t{last_term}, without committed entry {m}@t{} that n{} applied at {}",
-                a.term,
-                a.node,
-                secs(a.at_ms)
+                "became leader of term {term} with its log ending at {last_index}@t{last_term}, without committed entry {who} (committed before term {term})"
             );
             self.report("leader-completeness", ViolationKind::RaftSafety, node, at_ms, msg);
         }
@@ -452,11 +458,15 @@ mod tests {
     fn leader_completeness_and_commit_through_own_term() {
         let mut h = History::default();
         h.applied(1, 1, 1, 0xa, 0);
+        h.committed(1, 1, 1, 1, 0);
         h.applied(1, 2, 2, 0xb, 0);
+        h.committed(1, 2, 2, 2, 0);
+        h.leader_log(5, 2, 1, 1, 1); // a leader of term 2 need not hold term 2's commits
         h.leader_log(2, 3, 2, 2, 1); // holds 2@t2: fine
+        h.applied(2, 3, 3, 0xc, 1);
         h.committed(2, 3, 3, 3, 1);
         assert!(h.violations.is_empty());
-        h.leader_log(3, 4, 5, 1, 2); // longer but with a lower last term: cannot hold 2@t2
+        h.leader_log(3, 4, 5, 1, 2); // longer but with a lower last term: cannot hold 3@t3
         h.leader_log(3, 4, 1, 1, 2); // too short
         h.committed(3, 4, 4, 2, 3);
         assert_eq!(h.violations.len(), 3, "{:?}", h.violations);

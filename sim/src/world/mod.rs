@@ -156,6 +156,8 @@ pub struct SeedResult {
     pub full_trace: Option<Vec<TraceEvent>>,
     /// With `SeedOptions::profile`.
     pub cpu: Option<CpuSplit>,
+    /// The scenario the seed ran: the one given, with a swarm-drawn cluster baked in.
+    pub scenario: Arc<Scenario>,
     /// The chaos controller's faults as timeline items at their firing times (ms), in firing
     /// order: with the scenario's own timeline and no chaos block they script the same faults
     /// (`shrink` starts from that). Recording them changes nothing in the run.
@@ -187,6 +189,8 @@ fn run_seed_here(
     replay: String,
 ) -> SeedResult {
     let wall = std::time::Instant::now();
+    let drawn = crate::chaos::world_for_seed(&scn, seed);
+    let scn = if drawn != *scn { Arc::new(drawn) } else { scn };
     let cpu_start = opts.profile.then(thread_cpu_ns);
     panics::install_hook();
     let _sim = panics::SimThreadGuard::enter();
@@ -297,6 +301,7 @@ fn run_seed_here(
         .zip(cpu_start)
         .map(|(p, start)| p.split(thread_cpu_ns().saturating_sub(start)));
     SeedResult {
+        scenario: world.scn.clone(),
         report,
         full_trace,
         cpu,
