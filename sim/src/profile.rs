@@ -40,9 +40,11 @@ pub struct CpuSplit {
 /// What a stretch of harness code is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
-    /// History checks run as events arrive (raft safety, applied-entry agreement, keystore
-    /// order); they also count under `Observe`, since they run inside it.
+    /// Checks run as events arrive (raft history, the reference model, keystores, nonces); they
+    /// also count under `Observe`, since they run inside it.
     OnlineChecks,
+    /// The reference model's comparisons while faults run (outside `Observe`).
+    Samples,
     /// The checkers after the liveness phase, and the liveness phase's convergence probes.
     EndChecks,
     /// Handling one engine event: its online checks plus formatting and hashing the trace.
@@ -53,6 +55,7 @@ pub enum Bucket {
 #[derive(Debug, Default)]
 pub struct Profile {
     online_ns: AtomicU64,
+    samples_ns: AtomicU64,
     end_ns: AtomicU64,
     observe_ns: AtomicU64,
 }
@@ -66,6 +69,7 @@ impl Profile {
         let spent = thread_cpu_ns().saturating_sub(start);
         let acc = match bucket {
             Bucket::OnlineChecks => &p.online_ns,
+            Bucket::Samples => &p.samples_ns,
             Bucket::EndChecks => &p.end_ns,
             Bucket::Observe => &p.observe_ns,
         };
@@ -78,7 +82,9 @@ impl Profile {
         let online = self.online_ns.load(Ordering::Relaxed);
         CpuSplit {
             total_ns,
-            checkers_ns: online + self.end_ns.load(Ordering::Relaxed),
+            checkers_ns: online
+                + self.samples_ns.load(Ordering::Relaxed)
+                + self.end_ns.load(Ordering::Relaxed),
             trace_ns: self
                 .observe_ns
                 .load(Ordering::Relaxed)

@@ -17,7 +17,9 @@ impl World {
             }
             st.model_sampled_us = Some(now);
         }
-        self.compare_with_model(None, when);
+        Profile::time(self.profile.as_ref(), Bucket::Samples, || {
+            self.compare_with_model(None, when)
+        });
     }
 
     /// Compares live replicas (or just `only`) with the model; records any divergence.

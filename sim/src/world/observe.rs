@@ -27,7 +27,10 @@ impl Observer for World {
     fn installing(&self, node: NodeId, id: u64, after: bool) {
         if self.scn.has_check(Check::Model) {
             let when = if after { "right after" } else { "right before" };
-            self.compare_with_model(Some(node), &format!("{when} installing checkpoint {id}"));
+            let why = format!("{when} installing checkpoint {id}");
+            Profile::time(self.profile.as_ref(), Bucket::Samples, || {
+                self.compare_with_model(Some(node), &why)
+            });
         }
     }
 }

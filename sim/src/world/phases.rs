@@ -136,7 +136,9 @@ pub(super) async fn supervise(w: Arc<World>) {
     w.record("controller", "phase", "faults stop".into());
     // Before the liveness phase makes every replica a copy of the leader's checkpoint.
     if w.scn.has_check(Check::Model) {
-        w.compare_with_model(None, "at the end of the fault phase");
+        Profile::time(w.profile.as_ref(), Bucket::Samples, || {
+            w.compare_with_model(None, "at the end of the fault phase")
+        });
     }
 
     let converged = w.liveness_phase().await;
