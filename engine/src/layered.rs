@@ -417,6 +417,36 @@ impl Store {
         c
     }
 
+    /// One document as a reader sees it, without building its collection: the topmost layer
+    /// that holds the key or hides the layers below decides.
+    pub fn get_doc(&self, collection: &str, key: &str) -> Option<Vec<u8>> {
+        let mut layers: Vec<&Delta> = vec![&self.ingest, &self.dirty];
+        layers.extend(self.in_flight.iter());
+        for d in layers {
+            if let Some(t) = d.tables.get(collection) {
+                if let Some((_, v)) = t.docs.get(key) {
+                    return v.clone();
+                }
+                if t.masked_ts.is_some() {
+                    return None;
+                }
+            }
+        }
+        let pages = self.base.pages.get(collection)?;
+        pages.get(&crate::pages::page_of(key))?.get(key).cloned()
+    }
+
+    /// Whether a reader sees the collection (cheaper than `read`).
+    pub fn has_collection(&self, name: &str) -> bool {
+        let mut visible = self.base.has(name);
+        for d in self.layers() {
+            if let Some(t) = d.tables.get(name) {
+                visible = t.visible(visible);
+            }
+        }
+        visible
+    }
+
     /// Which layer decides what a reader sees of `collection/key` (for failure reports).
     pub fn layer_of(&self, collection: &str, key: &str) -> &'static str {
         let layers = [

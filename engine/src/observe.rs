@@ -105,6 +105,22 @@ pub trait Inspect: Send + Sync {
     fn hashes(&self) -> BTreeMap<String, CollectionHash>;
     /// The last `n` log entries, for failure reports.
     fn log_tail(&self, n: usize) -> Vec<Entry>;
+    /// The applied index and what a reader sees of some documents and collections, read at one
+    /// instant (the model check compares what changed since its last look this way).
+    fn read_docs(
+        &self,
+        docs: &[(String, String)],
+        collections: &[String],
+    ) -> (Index, Vec<Option<Vec<u8>>>, Vec<bool>) {
+        let applied = self.status().last_applied;
+        let all = self.read_all();
+        let values = docs
+            .iter()
+            .map(|(c, k)| all.get(c).and_then(|col| col.get(k)).cloned())
+            .collect();
+        let exist = collections.iter().map(|c| all.contains_key(c)).collect();
+        (applied, values, exist)
+    }
     /// Which storage layer decides what a reader sees of one document (for failure reports).
     fn layer_of(&self, _collection: &str, _key: &str) -> String {
         "an unknown layer".to_string()

@@ -208,6 +208,16 @@ impl Inspect for Inspector {
     fn hashes(&self) -> BTreeMap<String, CollectionHash> {
         lock(&self.0).store.hashes()
     }
+    fn read_docs(
+        &self,
+        docs: &[(String, String)],
+        collections: &[String],
+    ) -> (Index, Vec<Option<Vec<u8>>>, Vec<bool>) {
+        let c = lock(&self.0);
+        let values = docs.iter().map(|(t, k)| c.store.get_doc(t, k)).collect();
+        let exist = collections.iter().map(|t| c.store.has_collection(t)).collect();
+        (c.store.applied_index(), values, exist)
+    }
     fn layer_of(&self, collection: &str, key: &str) -> String {
         lock(&self.0).store.layer_of(collection, key).to_string()
     }

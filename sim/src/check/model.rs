@@ -40,6 +40,8 @@ pub struct Model {
     took_effect: BTreeMap<Session, Index>,
     /// Term of each canonical index, for matching acknowledgements.
     terms: BTreeMap<Index, (Term, Option<Session>)>,
+    /// Documents and collections each index changed, to rebuild the state just below the tip.
+    changed_at: BTreeMap<Index, (Vec<DocKey>, Vec<String>)>,
     /// Comparisons made (coverage: a model check that never ran proved nothing).
     pub comparisons: u64,
     /// Execute/skip decisions that differ from the model's (online).
@@ -114,21 +116,27 @@ impl Model {
         if let (true, Some(s)) = (executed, session) {
             self.took_effect.insert(s, index);
         }
+        let mut changed = (Vec::new(), Vec::new());
         for (c, k) in touched {
             let after = self.sm.get(&c, &k).cloned();
-            let versions = self.docs.entry((c, k)).or_default();
+            let versions = self.docs.entry((c.clone(), k.clone())).or_default();
             if versions.last().map(|v| &v.after) != Some(&after) {
                 versions.push(Version { index, after });
+                changed.0.push((c, k));
             }
         }
         if let (Some(t), Some(before)) = (table, existed) {
             let now = self.sm.collections().contains_key(&t);
             if now != before {
                 self.tables
-                    .entry(t)
+                    .entry(t.clone())
                     .or_default()
                     .push(Version { index, after: now });
+                changed.1.push(t);
             }
+        }
+        if !changed.0.is_empty() || !changed.1.is_empty() {
+            self.changed_at.insert(index, changed);
         }
     }
 
@@ -175,6 +183,20 @@ impl Model {
             return None;
         }
         self.comparisons += 1;
+        // Fast path: the state at `index` is the tip with the few later changes undone; equal
+        // maps need no walk over every document's versions.
+        if self.applied() - index <= 64 && *data == self.state_at(index) {
+            return None;
+        }
+        self.first_difference(index, data)
+    }
+
+    /// The slow, authoritative walk: every collection and document against its versions.
+    fn first_difference(
+        &self,
+        index: Index,
+        data: &BTreeMap<String, Collection>,
+    ) -> Option<Mismatch> {
         let mut names: Vec<&String> = self.tables.keys().chain(data.keys()).collect();
         names.sort_unstable();
         names.dedup();
@@ -206,6 +228,85 @@ impl Model {
             }
         }
         None
+    }
+
+    /// Documents and collections the committed history changed in `(after, upto]`: what a
+    /// replica that matched the model at `after` must show anew at `upto`.
+    pub fn changed_between(&self, after: Index, upto: Index) -> (Vec<DocKey>, Vec<String>) {
+        let (mut docs, mut tables) = (Vec::new(), Vec::new());
+        if upto <= after {
+            return (docs, tables);
+        }
+        for (d, t) in self.changed_at.range(after + 1..=upto).map(|(_, c)| c) {
+            docs.extend(d.iter().cloned());
+            tables.extend(t.iter().cloned());
+        }
+        docs.sort_unstable();
+        docs.dedup();
+        tables.sort_unstable();
+        tables.dedup();
+        (docs, tables)
+    }
+
+    /// Compares some documents and collections of a replica at `index` with the model.
+    pub fn compare_some(
+        &mut self,
+        index: Index,
+        docs: &[DocKey],
+        values: &[Option<Vec<u8>>],
+        tables: &[String],
+        exist: &[bool],
+    ) -> Option<Mismatch> {
+        if index > self.applied() {
+            return None;
+        }
+        self.comparisons += 1;
+        for (t, e) in tables.iter().zip(exist) {
+            let (exists, changed) = self.table_at(t, index);
+            if exists != *e {
+                return Some(Mismatch {
+                    collection: t.clone(),
+                    key: None,
+                    replica: None,
+                    model: None,
+                    model_changed_at: changed,
+                });
+            }
+        }
+        for ((c, k), v) in docs.iter().zip(values) {
+            if self.value_at(c, k, index) != v.as_ref() {
+                return Some(self.mismatch(c, k, v.as_ref(), index));
+            }
+        }
+        None
+    }
+
+    /// The model's collections as of `index` (at most a few entries below the tip: it patches
+    /// a copy of the tip).
+    fn state_at(&self, index: Index) -> BTreeMap<String, Collection> {
+        let mut state = self.sm.collections().clone();
+        for (docs, tables) in self.changed_at.range(index + 1..).map(|(_, c)| c) {
+            for t in tables {
+                if self.table_at(t, index).0 {
+                    state.entry(t.clone()).or_default();
+                } else {
+                    state.remove(t);
+                }
+            }
+            for (c, k) in docs {
+                match self.value_at(c, k, index) {
+                    Some(v) => {
+                        state.entry(c.clone()).or_default().insert(k.clone(), v.clone());
+                    }
+                    None => {
+                        if let Some(col) = state.get_mut(c) {
+                            col.remove(k);
+                        }
+                    }
+                }
+            }
+        }
+        state
     }
 
     fn mismatch(&self, c: &str, k: &str, replica: Option<&Vec<u8>>, index: Index) -> Mismatch {
@@ -390,6 +491,53 @@ mod tests {
         assert_eq!(m.executed(1), Some(true));
         assert_eq!(m.executed(2), Some(false));
         assert_eq!(m.took_effect(s.unwrap()), Some(1));
+    }
+
+    #[test]
+    fn the_state_just_below_the_tip_is_rebuilt_exactly() {
+        // A deterministic mix of puts, appends, deletes, drops and creates over few keys.
+        let mut m = Model::default();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 1..=300 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (c, k) = (format!("c{}", x % 3), format!("k{}", (x >> 8) % 5));
+            let op = match (x >> 16) % 10 {
+                0 => Op::DropCollection { name: c },
+                1 => Op::CreateCollection { name: c },
+                2 | 3 => Op::Delete {
+                    collection: c,
+                    key: k,
+                },
+                4 | 5 => Op::Append {
+                    collection: c,
+                    key: k,
+                    value: format!("{i};").into_bytes(),
+                },
+                _ => Op::Put {
+                    collection: c,
+                    key: k,
+                    value: format!("v{i}").into_bytes(),
+                },
+            };
+            m.offer(i, 1, op, None);
+            for back in 0..=8.min(i - 1) {
+                let at = i - back;
+                let st = m.state_at(at);
+                assert_eq!(m.first_difference(at, &st), None, "index {at} at tip {i}");
+                // What changed since `at` is all a replica that matched there must show anew.
+                let (docs, tables) = m.changed_between(at, i);
+                let now = m.state_at(i);
+                let values: Vec<_> = docs
+                    .iter()
+                    .map(|(c, k)| now.get(c).and_then(|d| d.get(k)).cloned())
+                    .collect();
+                let exist: Vec<_> = tables.iter().map(|t| now.contains_key(t)).collect();
+                assert_eq!(m.compare_some(i, &docs, &values, &tables, &exist), None);
+                assert_eq!(m.changed_between(i, i), (vec![], vec![]));
+            }
+        }
     }
 
     #[test]

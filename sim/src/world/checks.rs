@@ -1,9 +1,14 @@
 use super::*;
+
+/// How often (simulated) client tasks compare the replicas with the reference model while
+/// faults run; installs and the end of the fault phase are compared besides.
+const MODEL_SAMPLE_US: u64 = 500_000;
+
 use crate::check::record::{AtRest, Cluster};
 
 impl World {
     /// Compares every live replica's visible state with the reference model, at most every
-    /// 500 ms of simulated time. Called from client tasks between operations: no task or timer
+    /// `MODEL_SAMPLE_US` of simulated time. Called from client tasks between operations: no task or timer
     /// of its own, so checking does not change the schedule it checks.
     pub fn sample_model(&self, when: &str) {
         if !self.scn.has_check(Check::Model) {
@@ -12,45 +17,93 @@ impl World {
         {
             let mut st = self.lock();
             let now = Self::now_us(&st);
-            if st.model_sampled_us.is_some_and(|t| now < t + 500_000) {
+            if st.model_sampled_us.is_some_and(|t| now < t + MODEL_SAMPLE_US) {
                 return;
             }
             st.model_sampled_us = Some(now);
         }
         Profile::time(self.profile.as_ref(), Bucket::Samples, || {
-            self.compare_with_model(None, when)
+            self.compare_with_model_since(when)
         });
     }
 
-    /// Compares live replicas (or just `only`) with the model; records any divergence.
+    /// Live replicas (or just `only`) and their incarnations.
+    fn inspected(&self, only: Option<NodeId>) -> Vec<(NodeId, u64, Arc<dyn Inspect>)> {
+        let st = self.lock();
+        st.slots
+            .iter()
+            .filter(|(id, _)| !is_service(**id) && only.is_none_or(|o| o == **id))
+            .filter_map(|(id, s)| Some((*id, s.incarnation, s.inspect.clone()?)))
+            .collect()
+    }
+
+    /// Compares the whole visible state of live replicas (or just `only`) with the model.
     pub(super) fn compare_with_model(&self, only: Option<NodeId>, when: &str) {
-        let inspects: Vec<(NodeId, Arc<dyn Inspect>)> = {
-            let st = self.lock();
-            st.slots
-                .iter()
-                .filter(|(id, _)| !is_service(**id) && only.is_none_or(|o| o == **id))
-                .filter_map(|(id, s)| Some((*id, s.inspect.clone()?)))
-                .collect()
-        };
-        for (id, inspect) in inspects {
+        for (id, inc, inspect) in self.inspected(only) {
             // No await between these reads: the node cannot apply anything in between.
             let applied = inspect.status().last_applied;
             let data = inspect.read_all();
             let mut st = self.lock();
-            let Some(m) = st.model.compare(applied, &data) else {
+            match st.model.compare(applied, &data) {
+                None if applied <= st.model.applied() => {
+                    st.model_checked.insert(id, (inc, applied));
+                }
+                None => {}
+                Some(m) => self.divergence(&mut st, id, applied, when, &m, &*inspect),
+            }
+        }
+    }
+
+    /// Compares what the committed history changed since each replica last matched the model
+    /// (point reads: cheap enough to run every second); a replica never checked in this
+    /// incarnation, or behind where it matched, gets the whole comparison.
+    fn compare_with_model_since(&self, when: &str) {
+        for (id, inc, inspect) in self.inspected(None) {
+            let applied = inspect.status().last_applied;
+            let since = {
+                let st = self.lock();
+                match st.model_checked.get(&id) {
+                    Some(&(i, at)) if i == inc && at <= applied && applied <= st.model.applied() => {
+                        Some(st.model.changed_between(at, applied))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((docs, tables)) = since else {
+                self.compare_with_model(Some(id), when);
                 continue;
             };
-            let layer = match &m.key {
-                Some(k) => inspect.layer_of(&m.collection, k),
-                None => "its collection list".to_string(),
-            };
-            let at_ms = Self::now_us(&st) / 1000;
-            let v = crate::check::model::divergence(&node_name(id), applied, when, &m, &layer, at_ms);
-            let n = st.model_divergences;
-            st.model_divergences += 1;
-            if n < 3 {
-                st.violations.push(v);
+            let (now, values, exist) = inspect.read_docs(&docs, &tables);
+            debug_assert_eq!(now, applied, "no await between the two reads");
+            let mut st = self.lock();
+            match st.model.compare_some(applied, &docs, &values, &tables, &exist) {
+                None => {
+                    st.model_checked.insert(id, (inc, applied));
+                }
+                Some(m) => self.divergence(&mut st, id, applied, when, &m, &*inspect),
             }
+        }
+    }
+
+    fn divergence(
+        &self,
+        st: &mut State,
+        id: NodeId,
+        applied: engine::raft::Index,
+        when: &str,
+        m: &crate::check::model::Mismatch,
+        inspect: &dyn Inspect,
+    ) {
+        let layer = match &m.key {
+            Some(k) => inspect.layer_of(&m.collection, k),
+            None => "its collection list".to_string(),
+        };
+        let at_ms = Self::now_us(st) / 1000;
+        let v = crate::check::model::divergence(&node_name(id), applied, when, m, &layer, at_ms);
+        let n = st.model_divergences;
+        st.model_divergences += 1;
+        if n < 3 {
+            st.violations.push(v);
         }
     }
 

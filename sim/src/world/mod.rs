@@ -106,6 +106,8 @@ struct State {
     model_sampled_us: Option<u64>,
     /// Model divergences found (the first few are reported).
     model_divergences: u32,
+    /// Per replica: the incarnation and applied index at which it last matched the model.
+    model_checked: BTreeMap<NodeId, (u64, engine::raft::Index)>,
     /// Active one-way clogs between madsim nodes, counted so overlapping faults compose.
     clogs: BTreeMap<(madsim::task::NodeId, madsim::task::NodeId), u32>,
     chaos_rng: ChaCha8Rng,
@@ -220,6 +222,7 @@ fn run_seed_here(
             model: Model::default(),
             model_sampled_us: None,
             model_divergences: 0,
+            model_checked: BTreeMap::new(),
             clogs: BTreeMap::new(),
             chaos_rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "chaos", 0)),
             start: None,
