@@ -387,15 +387,14 @@ async fn load_view(
 ) -> Result<StableView, String> {
     let mut pages = BTreeMap::new();
     for (table, root) in &meta.tables {
-        let mut loaded = BTreeMap::new();
-        for (p, chain) in &root.pages {
+        // Pages load side by side (each page's chain in order): one at a time, a follower far
+        // behind under high latency spent longer than a liveness timeout fetching one
+        // checkpoint (`chaos-mix-long` with a drawn 1..120 ms latency found it).
+        let loads = root.pages.iter().map(|(p, chain)| async move {
             let old_chain = base.meta.tables.get(table).and_then(|r| r.pages.get(p));
             let old_docs = base.pages.get(table).and_then(|ps| ps.get(p));
             let (mut docs, from) = match (old_chain, old_docs) {
-                (Some(oc), Some(od)) if oc == chain => {
-                    loaded.insert(*p, od.clone());
-                    continue;
-                }
+                (Some(oc), Some(od)) if oc == chain => return Ok((*p, od.clone())),
                 (Some(oc), Some(od)) if chain.starts_with(oc) => ((**od).clone(), oc.len()),
                 _ => (Docs::new(), 0),
             };
@@ -415,7 +414,12 @@ async fn load_view(
                 pages::apply_block(&mut docs, table, cookie, &bytes, i == 0, key)
                     .map_err(|e| format!("{table} page {p}: {e}"))?;
             }
-            loaded.insert(*p, Arc::new(docs));
+            Ok((*p, Arc::new(docs)))
+        });
+        let mut loaded = BTreeMap::new();
+        for r in futures::future::join_all(loads).await {
+            let (p, docs) = r?;
+            loaded.insert(p, docs);
         }
         pages.insert(table.clone(), loaded);
     }
