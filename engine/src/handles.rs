@@ -174,6 +174,21 @@ mod tests {
         h.unpin("c3", id); // harmless on a dead handle
     }
 
+    /// `holders` counts (readers, pins); each release takes back what its acquire gave.
+    #[test]
+    fn holders_count_readers_and_pins_up_and_down() {
+        let mut h = Handles::default();
+        let id = h.acquire("c5");
+        assert_eq!(h.holders("c5"), (0, 0));
+        h.pin("c5", id).unwrap();
+        assert_eq!(h.holders("c5"), (0, 1));
+        h.read_lock("c5", id).unwrap();
+        assert_eq!(h.holders("c5"), (1, 1));
+        h.unpin("c5", id);
+        h.read_unlock("c5", id);
+        assert_eq!(h.holders("c5"), (0, 0));
+    }
+
     #[test]
     fn an_exclusive_holder_makes_readers_busy() {
         let mut h = Handles::default();

@@ -326,10 +326,6 @@ impl Store {
     pub fn applied_ts(&self) -> u64 {
         self.applied_ts
     }
-    pub fn sessions(&self) -> &BTreeMap<u64, u64> {
-        &self.sessions
-    }
-
     /// Applies one committed entry: to the stable tables on the leader, to ingest otherwise.
     /// Returns false when the entry repeats a client operation already applied (a retry whose
     /// first attempt committed too): its effect is skipped so it cannot overwrite newer writes.
