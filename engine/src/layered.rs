@@ -449,7 +449,10 @@ impl Store {
             ("the ingest layer", &self.ingest),
             ("the dirty layer", &self.dirty),
         ];
-        let in_flight = self.in_flight.iter().map(|d| ("the in-flight checkpoint layer", d));
+        let in_flight = self
+            .in_flight
+            .iter()
+            .map(|d| ("the in-flight checkpoint layer", d));
         for (name, d) in layers.into_iter().chain(in_flight) {
             if let Some(t) = d.tables.get(collection) {
                 if t.docs.contains_key(key) || t.masked_ts.is_some() {

@@ -215,7 +215,10 @@ impl Inspect for Inspector {
     ) -> (Index, Vec<Option<Vec<u8>>>, Vec<bool>) {
         let c = lock(&self.0);
         let values = docs.iter().map(|(t, k)| c.store.get_doc(t, k)).collect();
-        let exist = collections.iter().map(|t| c.store.has_collection(t)).collect();
+        let exist = collections
+            .iter()
+            .map(|t| c.store.has_collection(t))
+            .collect();
         (c.store.applied_index(), values, exist)
     }
     fn layer_of(&self, collection: &str, key: &str) -> String {
@@ -788,8 +791,12 @@ impl Node {
         };
         if let Err(e) = persisted {
             // Only a dead incarnation's handle fails here; this node no longer exists.
-            self.obs
-                .event(self.id, Event::Warn(Warning::PersistFailed { error: e.to_string() }));
+            self.obs.event(
+                self.id,
+                Event::Warn(Warning::PersistFailed {
+                    error: e.to_string(),
+                }),
+            );
             futures::future::pending::<()>().await;
         }
         let mut c = lock(&self.core);
@@ -877,26 +884,27 @@ impl Node {
             if let Some(p) = c.pending.remove(&e.index) {
                 // A pending entry of another term: our proposal lost its slot to another
                 // leader's entry, whose outcome is not ours to report.
-                let result = if p.term != e.term && !planted!(self.cfg.knobs, AckOverwrittenProposal) {
-                    ClientResult::NotLeader {
-                        leader: c.raft.leader(),
-                    }
-                } else if let crate::raft::Op::Get { collection, key } = &e.op {
-                    ClientResult::Read {
-                        index: e.index,
-                        term: e.term,
-                        value: if planted!(self.cfg.knobs, ReadFromCheckpoint) {
-                            c.store.base.docs(collection).get(key).cloned()
-                        } else {
-                            c.store.get(collection, key)
-                        },
-                    }
-                } else {
-                    ClientResult::Committed {
-                        index: e.index,
-                        term: e.term,
-                    }
-                };
+                let result =
+                    if p.term != e.term && !planted!(self.cfg.knobs, AckOverwrittenProposal) {
+                        ClientResult::NotLeader {
+                            leader: c.raft.leader(),
+                        }
+                    } else if let crate::raft::Op::Get { collection, key } = &e.op {
+                        ClientResult::Read {
+                            index: e.index,
+                            term: e.term,
+                            value: if planted!(self.cfg.knobs, ReadFromCheckpoint) {
+                                c.store.base.docs(collection).get(key).cloned()
+                            } else {
+                                c.store.get(collection, key)
+                            },
+                        }
+                    } else {
+                        ClientResult::Committed {
+                            index: e.index,
+                            term: e.term,
+                        }
+                    };
                 self.reply(p.client, p.id, result);
             }
         }
@@ -908,12 +916,18 @@ impl Node {
         let follower = c.raft.role() != Role::Leader;
         if follower && planted!(self.cfg.knobs, FollowerDropsDeletes) {
             if let crate::raft::Op::Delete { .. } = e.op {
-                let noop = Entry { op: crate::raft::Op::Noop, ..e.clone() };
+                let noop = Entry {
+                    op: crate::raft::Op::Noop,
+                    ..e.clone()
+                };
                 return c.store.apply(&noop);
             }
         }
         if follower && planted!(self.cfg.knobs, FollowerIgnoresSessions) {
-            return c.store.apply(&Entry { session: None, ..e.clone() });
+            return c.store.apply(&Entry {
+                session: None,
+                ..e.clone()
+            });
         }
         c.store.apply(e)
     }
@@ -1366,13 +1380,23 @@ impl Node {
         });
         for (nonce, message) in sealed {
             let key = key.fingerprint();
-            self.obs.event(self.id, Event::Sealed { key, nonce, message });
+            self.obs.event(
+                self.id,
+                Event::Sealed {
+                    key,
+                    nonce,
+                    message,
+                },
+            );
         }
         let mut r = Reconciliation::new(plan, leak);
         let mut failure = None;
         for i in 0..r.plan.writes.len() {
             if self.failpoints.hit(failpoints::PAGE_PUT) {
-                failure = Some(("page-service put failed (failpoint page-put)".to_string(), false));
+                failure = Some((
+                    "page-service put failed (failpoint page-put)".to_string(),
+                    false,
+                ));
                 break;
             }
             let w = &r.plan.writes[i];
@@ -1407,7 +1431,10 @@ impl Node {
                         });
                         return;
                     }
-                    failure = Some(("page-service put refused as a stale duplicate".to_string(), false));
+                    failure = Some((
+                        "page-service put refused as a stale duplicate".to_string(),
+                        false,
+                    ));
                     break;
                 }
                 Ok(other) => {

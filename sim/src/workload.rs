@@ -102,22 +102,39 @@ async fn client_loop(w: Arc<World>, c: u32, mix: Mix) {
         seq += 1;
         let collection = format!("c{}", rng.gen_range(0..wl.collections));
         let hot = rng.gen_range(0..1000) < mix.hot;
-        let key = format!("k{}", rng.gen_range(0..if hot { wl.keys.min(10) } else { wl.keys }));
+        let key = format!(
+            "k{}",
+            rng.gen_range(0..if hot { wl.keys.min(10) } else { wl.keys })
+        );
         let roll = rng.gen_range(0..1000u32);
         let (kind, op) = if roll < mix.reads {
-            let op = Op::Get { collection: collection.clone(), key: key.clone() };
+            let op = Op::Get {
+                collection: collection.clone(),
+                key: key.clone(),
+            };
             (ClientKind::Get, op)
         } else if roll < mix.reads + mix.deletes {
-            let op = Op::Delete { collection: collection.clone(), key: key.clone() };
+            let op = Op::Delete {
+                collection: collection.clone(),
+                key: key.clone(),
+            };
             (ClientKind::Delete, op)
         } else if roll < mix.reads + mix.deletes + mix.appends {
             // Elements are unique, so a lost or duplicated append shows in what readers see.
             let value = format!("a{c}.{seq};").into_bytes();
-            let op = Op::Append { collection: collection.clone(), key: key.clone(), value: value.clone() };
+            let op = Op::Append {
+                collection: collection.clone(),
+                key: key.clone(),
+                value: value.clone(),
+            };
             (ClientKind::Append(value), op)
         } else {
             let value = format!("w{c}-{seq}").into_bytes();
-            let op = Op::Put { collection: collection.clone(), key: key.clone(), value: value.clone() };
+            let op = Op::Put {
+                collection: collection.clone(),
+                key: key.clone(),
+                value: value.clone(),
+            };
             (ClientKind::Put(value), op)
         };
         tracked(&w, &mut client, c, collection, Some(key), kind, op).await;
@@ -194,7 +211,16 @@ pub fn spawn_ddl(w: Arc<World>, op: Op) {
             Op::CreateCollection { name } => (name.clone(), ClientKind::CreateCollection),
             _ => unreachable!("only DDL goes through here"),
         };
-        let outcome = tracked(&w, &mut client, u32::MAX, collection, None, kind, op.clone()).await;
+        let outcome = tracked(
+            &w,
+            &mut client,
+            u32::MAX,
+            collection,
+            None,
+            kind,
+            op.clone(),
+        )
+        .await;
         w.record_client("ddl", format!("{op:?} -> {outcome:?}"));
     });
 }

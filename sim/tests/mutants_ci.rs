@@ -27,5 +27,9 @@ fn mutants_ci() {
         .expect("run faultline ci");
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "faultline ci --seeds {seeds}: {}", out.status);
+    assert!(
+        out.status.success(),
+        "faultline ci --seeds {seeds}: {}",
+        out.status
+    );
 }

@@ -79,8 +79,10 @@ fn volatile_term_knob_is_seen_at_its_first_restart_but_loses_data_only_after_a_f
     assert_eq!(r.report.failures.len(), 20, "every seed restarts a node");
     for f in &r.report.failures {
         assert!(
-            f.violations.iter().any(|v| v.kind == ViolationKind::RaftSafety
-                && v.message.contains("went backwards across a restart")),
+            f.violations
+                .iter()
+                .any(|v| v.kind == ViolationKind::RaftSafety
+                    && v.message.contains("went backwards across a restart")),
             "seed {}: {:?}",
             f.seed,
             f.violations

@@ -220,7 +220,11 @@ fn layered_reads_match_the_plain_state_machine() {
             for s in [&leader, &follower] {
                 for c in ["c0", "c1", "c2", "zz"] {
                     let col = s.read(c);
-                    assert_eq!(s.has_collection(c), col.is_some(), "seed {seed} at {i}: {c}");
+                    assert_eq!(
+                        s.has_collection(c),
+                        col.is_some(),
+                        "seed {seed} at {i}: {c}"
+                    );
                     for k in ["k0", "k1", "k2", "k3", "k7", "k13", "k19", "k99"] {
                         let want = col.as_ref().and_then(|d| d.get(k)).cloned();
                         assert_eq!(s.get_doc(c, k), want, "seed {seed} at {i}: {c}/{k}");

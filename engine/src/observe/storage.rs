@@ -10,8 +10,12 @@ use crate::raft::{Index, Term};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageEvent {
     /// A replica incarnation rebuilt its tables (from a checkpoint and/or its log).
-    Recovered { from: String },
-    KmsStarted { cmk_versions: u32 },
+    Recovered {
+        from: String,
+    },
+    KmsStarted {
+        cmk_versions: u32,
+    },
     PageServiceStarted {
         blocks: usize,
         newest: Option<u64>,
@@ -19,12 +23,23 @@ pub enum StorageEvent {
         torn: usize,
     },
     /// An admin asked the leader to step down.
-    LeaderStepDown { term: Term, mid_step_up: bool },
+    LeaderStepDown {
+        term: Term,
+        mid_step_up: bool,
+    },
     /// Storage followed raft out of leadership.
-    StepDown { term: Term, ingest_entries: usize },
-    StepUp { term: Term, stage: StepUpStage },
+    StepDown {
+        term: Term,
+        ingest_entries: usize,
+    },
+    StepUp {
+        term: Term,
+        stage: StepUpStage,
+    },
     /// A new leader frees blocks no checkpoint references.
-    Sweep { orphans: Vec<Lsn> },
+    Sweep {
+        orphans: Vec<Lsn>,
+    },
     CheckpointPublished {
         id: u64,
         lsn: Lsn,
@@ -34,12 +49,23 @@ pub enum StorageEvent {
         freed: usize,
         database_size: u64,
     },
-    CheckpointFailed { id: u64, cause: CheckpointFailure },
+    CheckpointFailed {
+        id: u64,
+        cause: CheckpointFailure,
+    },
     /// A checkpoint of an older leadership of this node ended: a newer request overtook it.
-    CheckpointAbandoned { id: u64, at_publish: bool },
-    KeystoreFlushed { lsn: Lsn, keystore: String },
+    CheckpointAbandoned {
+        id: u64,
+        at_publish: bool,
+    },
+    KeystoreFlushed {
+        lsn: Lsn,
+        keystore: String,
+    },
     /// The `keystore-flush-slow` failpoint delays a flush (widening incident 000's window).
-    KeystoreFlushSlow { delay_ms: u64 },
+    KeystoreFlushSlow {
+        delay_ms: u64,
+    },
     /// A follower installed a checkpoint (or a new leader moved onto one at step-up).
     PickedUp {
         id: u64,
@@ -47,25 +73,47 @@ pub enum StorageEvent {
         pruned_to: Option<u64>,
         left: usize,
     },
-    PickupFailed { reason: String },
+    PickupFailed {
+        reason: String,
+    },
     /// A checkpoint whose keystore page is older than the committed keystore (incident 000's
     /// window); the fixed path skips it (`skipped`), the knob aborts right after.
-    StaleKeystoreCheckpoint { id: u64, reason: String, skipped: bool },
+    StaleKeystoreCheckpoint {
+        id: u64,
+        reason: String,
+        skipped: bool,
+    },
     /// A forced drop met a table a drain worker holds: it waits for the copy.
-    DropBusy { table: String, index: Index, error: String },
+    DropBusy {
+        table: String,
+        index: Index,
+        error: String,
+    },
     /// A drain worker found its table gone under it (incident 002's faulty path aborts next).
-    DrainTableGone { table: String, error: String },
-    Rotation { detail: String },
-    RotationFailed { detail: String },
+    DrainTableGone {
+        table: String,
+        error: String,
+    },
+    Rotation {
+        detail: String,
+    },
+    RotationFailed {
+        detail: String,
+    },
 }
 
 /// How a step-up went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepUpStage {
     Claiming,
-    Reclaiming { why: String },
+    Reclaiming {
+        why: String,
+    },
     /// A checkpoint of a newer term exists: this node was deposed and has not heard yet.
-    StandingAside { checkpoint: u64, written_in: Term },
+    StandingAside {
+        checkpoint: u64,
+        written_in: Term,
+    },
     Done {
         epoch: u64,
         tables: usize,

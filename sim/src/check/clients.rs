@@ -36,7 +36,9 @@ impl AtRest for Durability {
         for n in c.nodes {
             let name = node_name(n.status.id);
             let applied = n.status.last_applied;
-            out.extend(check_durability(c.ops, c.model, &name, applied, &n.data, c.at_ms));
+            out.extend(check_durability(
+                c.ops, c.model, &name, applied, &n.data, c.at_ms,
+            ));
         }
         out
     }
@@ -229,7 +231,10 @@ pub fn per_key(ops: &[ClientOp]) -> BTreeMap<String, Vec<KvOp>> {
         };
         let keys: Vec<&str> = match &op.key {
             Some(k) => vec![k],
-            None => keys_of.get(op.collection.as_str()).cloned().unwrap_or_default(),
+            None => keys_of
+                .get(op.collection.as_str())
+                .cloned()
+                .unwrap_or_default(),
         };
         for k in keys {
             by_key
@@ -260,13 +265,19 @@ pub fn check_linearizable(ops: &[ClientOp], at_ms: u64) -> (Vec<Violation>, usiz
             .map(|op| {
                 let result = match (&op.kind, &op.read) {
                     (ClientKind::Get, Some(v)) => format!(" -> {}", show(v.as_ref())),
-                    (ClientKind::Put(v) | ClientKind::Append(v), _) => format!(" {}", show(Some(v))),
+                    (ClientKind::Put(v) | ClientKind::Append(v), _) => {
+                        format!(" {}", show(Some(v)))
+                    }
                     _ => String::new(),
                 };
                 let done = op
                     .acked_us
                     .map_or("never acknowledged".to_string(), |t| format!("acked {t}us"));
-                format!("[{}{result}: invoked {}us, {done}]", op.describe(), op.invoked_us)
+                format!(
+                    "[{}{result}: invoked {}us, {done}]",
+                    op.describe(),
+                    op.invoked_us
+                )
             })
             .collect();
         let more = summary.violations.len() - 1;

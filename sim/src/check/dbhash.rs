@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use reports::{Violation, ViolationKind};
 
-use super::violation;
 use super::snapshot::NodeSnapshot;
+use super::violation;
 
 const MAX_KEYS_SHOWN: usize = 3;
 const LOG_ENTRIES_SHOWN: usize = 4;

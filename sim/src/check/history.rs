@@ -74,7 +74,13 @@ impl History {
                     "restarted in term {term}, but it was in term {before} at {}: its term went backwards across a restart",
                     secs(t)
                 );
-                self.report("term-regression", ViolationKind::RaftSafety, node, at_ms, msg);
+                self.report(
+                    "term-regression",
+                    ViolationKind::RaftSafety,
+                    node,
+                    at_ms,
+                    msg,
+                );
             }
         }
         self.saw_term(node, term, at_ms);
@@ -107,7 +113,14 @@ impl History {
     }
 
     /// A leader advanced its commit index to `index`, whose entry is of `entry_term`.
-    pub fn committed(&mut self, node: NodeId, index: Index, term: Term, entry_term: Term, at_ms: u64) {
+    pub fn committed(
+        &mut self,
+        node: NodeId,
+        index: Index,
+        term: Term,
+        entry_term: Term,
+        at_ms: u64,
+    ) {
         let c = self.commits.entry(term).or_default();
         *c = (*c).max(index);
         if entry_term != term {
@@ -122,20 +135,38 @@ impl History {
     /// earlier term (not those of later terms: a stale leader of a lower term is legal). Its log
     /// must reach the highest such index, with at least that entry's term (log terms never
     /// decrease, so a lower last term cannot hold it).
-    pub fn leader_log(&mut self, node: NodeId, term: Term, last_index: Index, last_term: Term, at_ms: u64) {
+    pub fn leader_log(
+        &mut self,
+        node: NodeId,
+        term: Term,
+        last_index: Index,
+        last_term: Term,
+        at_ms: u64,
+    ) {
         let Some(m) = self.commits.range(..term).map(|(_, i)| *i).max() else {
             return;
         };
         let entry_term = self.canonical.get(&m).map(|a| a.term);
         if last_index < m || entry_term.is_some_and(|t| last_term < t) {
             let who = match self.canonical.get(&m) {
-                Some(a) => format!("{m}@t{} that n{} applied at {}", a.term, a.node, secs(a.at_ms)),
+                Some(a) => format!(
+                    "{m}@t{} that n{} applied at {}",
+                    a.term,
+                    a.node,
+                    secs(a.at_ms)
+                ),
                 None => format!("{m}"),
             };
             let msg = format!(
                 "became leader of term {term} with its log ending at {last_index}@t{last_term}, without committed entry {who} (committed before term {term})"
             );
-            self.report("leader-completeness", ViolationKind::RaftSafety, node, at_ms, msg);
+            self.report(
+                "leader-completeness",
+                ViolationKind::RaftSafety,
+                node,
+                at_ms,
+                msg,
+            );
         }
     }
 
@@ -147,7 +178,13 @@ impl History {
                     "two leaders in term {term}: n{other} (at {}) and n{node}",
                     secs(*t)
                 );
-                self.report("election-safety", ViolationKind::RaftSafety, node, at_ms, msg);
+                self.report(
+                    "election-safety",
+                    ViolationKind::RaftSafety,
+                    node,
+                    at_ms,
+                    msg,
+                );
             }
             Some(_) => {}
             None => {
@@ -184,7 +221,13 @@ impl History {
                     c.digest,
                     secs(c.at_ms)
                 );
-                self.report("divergence", ViolationKind::StateDivergence, node, at_ms, msg);
+                self.report(
+                    "divergence",
+                    ViolationKind::StateDivergence,
+                    node,
+                    at_ms,
+                    msg,
+                );
             }
         }
     }
@@ -259,10 +302,15 @@ impl History {
             let last = self.canonical.keys().next_back().copied().unwrap_or(0);
             let reach = log.last().map_or(0, |e| e.0);
             if Some(*node) == leader && reach < last {
-                let msg = format!(
-                    "the leader's log ends at {reach}, short of applied entry {last}"
+                let msg =
+                    format!("the leader's log ends at {reach}, short of applied entry {last}");
+                self.report(
+                    "leader-log-end",
+                    ViolationKind::RaftSafety,
+                    *node,
+                    at_ms,
+                    msg,
                 );
-                self.report("leader-log-end", ViolationKind::RaftSafety, *node, at_ms, msg);
             }
         }
         for (a, la) in logs {
@@ -449,7 +497,10 @@ mod tests {
         let replaced = vec![(1, 1, 0xa), (2, 1, 0xe), (3, 2, 0xc)];
         h.end_logs(&[(1, good), (2, decreasing), (3, replaced)], Some(1), 9);
         let msgs: Vec<&str> = h.violations.iter().map(|v| v.message.as_str()).collect();
-        assert!(msgs.iter().any(|m| m.contains("terms decrease")), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("terms decrease")),
+            "{msgs:?}"
+        );
         assert!(msgs.iter().any(|m| m.contains("was replaced")), "{msgs:?}");
         assert!(msgs.iter().any(|m| m.contains("log matching")), "{msgs:?}");
     }

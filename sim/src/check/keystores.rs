@@ -32,7 +32,9 @@ impl Online for Keystores {
                             ViolationKind::Validate,
                             Some(name.clone()),
                             r.at_ms(),
-                            format!("{name}'s keystore went backwards: ts {before} -> {ts} ({why})"),
+                            format!(
+                                "{name}'s keystore went backwards: ts {before} -> {ts} ({why})"
+                            ),
                         ));
                     }
                 }

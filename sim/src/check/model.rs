@@ -82,8 +82,12 @@ impl Model {
     fn apply(&mut self, index: Index, term: Term, op: Op, session: Option<Session>) {
         // The documents this entry can change, read back after applying.
         let touched: Vec<DocKey> = match &op {
-            Op::Put { collection, key, .. }
-            | Op::Append { collection, key, .. }
+            Op::Put {
+                collection, key, ..
+            }
+            | Op::Append {
+                collection, key, ..
+            }
             | Op::Delete { collection, key } => vec![(collection.clone(), key.clone())],
             Op::DropCollection { name } => self
                 .sm
@@ -162,7 +166,10 @@ impl Model {
     }
 
     fn doc_changed_at(&self, k: &DocKey, index: Index) -> Option<Index> {
-        self.docs.get(k).and_then(|v| last_at(v, index)).map(|v| v.index)
+        self.docs
+            .get(k)
+            .and_then(|v| last_at(v, index))
+            .map(|v| v.index)
     }
 
     fn table_at(&self, name: &str, index: Index) -> (bool, Option<Index>) {
@@ -296,7 +303,10 @@ impl Model {
             for (c, k) in docs {
                 match self.value_at(c, k, index) {
                     Some(v) => {
-                        state.entry(c.clone()).or_default().insert(k.clone(), v.clone());
+                        state
+                            .entry(c.clone())
+                            .or_default()
+                            .insert(k.clone(), v.clone());
                     }
                     None => {
                         if let Some(col) = state.get_mut(c) {
@@ -402,9 +412,9 @@ pub fn divergence(
     layer: &str,
     at_ms: u64,
 ) -> Violation {
-    let at = m
-        .model_changed_at
-        .map_or("never changed".to_string(), |i| format!("last changed at index {i}"));
+    let at = m.model_changed_at.map_or("never changed".to_string(), |i| {
+        format!("last changed at index {i}")
+    });
     let msg = match &m.key {
         None => format!(
             "{node} at applied index {index} ({when}): collection {} exists on one side only (the reference model's {at})",
@@ -457,8 +467,13 @@ mod tests {
         assert_eq!(m.applied(), 3);
         assert_eq!(m.value_at("a", "k", 2), Some(&b"v1".to_vec()));
         assert_eq!(m.value_at("a", "k", 3), Some(&b"v3".to_vec()));
-        assert_eq!(m.compare(2, &data(&[("a", "k", "v1"), ("a", "j", "x")])), None);
-        let miss = m.compare(3, &data(&[("a", "k", "v1"), ("a", "j", "x")])).unwrap();
+        assert_eq!(
+            m.compare(2, &data(&[("a", "k", "v1"), ("a", "j", "x")])),
+            None
+        );
+        let miss = m
+            .compare(3, &data(&[("a", "k", "v1"), ("a", "j", "x")]))
+            .unwrap();
         assert_eq!(miss.key.as_deref(), Some("k"));
         assert_eq!(miss.model_changed_at, Some(3));
     }
@@ -479,7 +494,10 @@ mod tests {
         assert_eq!(m.compare(4, &BTreeMap::new()), None);
         let miss = m.compare(4, &data(&[("a", "k", "v")])).unwrap();
         assert_eq!(miss.key, None, "the collection should be gone");
-        assert_eq!(m.compare(3, &data(&[("a", "k", "v"), ("a", "l", "1;1;")])), None);
+        assert_eq!(
+            m.compare(3, &data(&[("a", "k", "v"), ("a", "l", "1;1;")])),
+            None
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ use engine::layered::{CheckpointMeta, Mode, DATABASE_SIZE_BUFFER};
 use engine::pages::{rebuild, Lsn};
 use reports::{Violation, ViolationKind};
 
-use super::violation;
 use super::snapshot::{NodeSnapshot, PagesSnapshot};
+use super::violation;
 
 /// Per-node bookkeeping, block accounting and keys, as an at-rest checker (opens pages with
 /// the KMS's keys, as an operator would).

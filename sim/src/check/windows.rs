@@ -59,9 +59,10 @@ pub fn entered(ev: &Event) -> Option<&'static str> {
         } => Some(WINDOW_ROTATION_ON_FOLLOWER),
         Event::Storage(s) => match s {
             StorageEvent::CheckpointFailed {
-                cause: CheckpointFailure::BeforeWrapUp {
-                    pack_failed: true, ..
-                },
+                cause:
+                    CheckpointFailure::BeforeWrapUp {
+                        pack_failed: true, ..
+                    },
                 ..
             } => Some(WINDOW_PACK_FAILED),
             StorageEvent::PickedUp {
@@ -116,7 +117,11 @@ mod tests {
         });
         assert_eq!(entered(&step_up_pickup), None);
         for w in WINDOWS {
-            assert_eq!(WINDOWS.iter().filter(|x| **x == w).count(), 1, "{w} listed once");
+            assert_eq!(
+                WINDOWS.iter().filter(|x| **x == w).count(),
+                1,
+                "{w} listed once"
+            );
         }
     }
 }

@@ -17,7 +17,10 @@ impl World {
         {
             let mut st = self.lock();
             let now = Self::now_us(&st);
-            if st.model_sampled_us.is_some_and(|t| now < t + MODEL_SAMPLE_US) {
+            if st
+                .model_sampled_us
+                .is_some_and(|t| now < t + MODEL_SAMPLE_US)
+            {
                 return;
             }
             st.model_sampled_us = Some(now);
@@ -63,7 +66,9 @@ impl World {
             let since = {
                 let st = self.lock();
                 match st.model_checked.get(&id) {
-                    Some(&(i, at)) if i == inc && at <= applied && applied <= st.model.applied() => {
+                    Some(&(i, at))
+                        if i == inc && at <= applied && applied <= st.model.applied() =>
+                    {
                         Some(st.model.changed_between(at, applied))
                     }
                     _ => None,
@@ -76,7 +81,10 @@ impl World {
             let (now, values, exist) = inspect.read_docs(&docs, &tables);
             debug_assert_eq!(now, applied, "no await between the two reads");
             let mut st = self.lock();
-            match st.model.compare_some(applied, &docs, &values, &tables, &exist) {
+            match st
+                .model
+                .compare_some(applied, &docs, &values, &tables, &exist)
+            {
                 None => {
                     st.model_checked.insert(id, (inc, applied));
                 }
@@ -158,7 +166,10 @@ impl World {
                 .iter()
                 .map(|(id, i)| {
                     let log = i.log_tail(usize::MAX);
-                    (*id, log.iter().map(|e| (e.index, e.term, e.digest())).collect())
+                    (
+                        *id,
+                        log.iter().map(|e| (e.index, e.term, e.digest())).collect(),
+                    )
                 })
                 .collect();
             let leader = self.current_leader();

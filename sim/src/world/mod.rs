@@ -41,9 +41,9 @@ use rand_chacha::ChaCha8Rng;
 use reports::{SeedReport, TraceEvent, Violation, ViolationKind};
 
 use crate::check::clients::ClientOp;
-use crate::check::model::Model;
 use crate::check::history::History;
 use crate::check::keystores::Keystores;
+use crate::check::model::Model;
 use crate::check::nonces::Nonces;
 use crate::check::record::Online;
 use crate::check::{self, violation};
@@ -77,7 +77,6 @@ fn loss_rate(per_mille: u32) -> f64 {
 fn is_service(id: NodeId) -> bool {
     id == PAGE_SERVICE_NODE || id == KMS_NODE
 }
-
 
 #[derive(Default)]
 struct Slot {

@@ -96,7 +96,8 @@ impl World {
             ));
         }
         out
-    }}
+    }
+}
 
 pub(super) async fn supervise(w: Arc<World>) {
     w.lock().start = Some(madsim::time::Instant::now());
