@@ -414,8 +414,9 @@ impl Store {
     }
 
     /// One document as a reader sees it, without building its collection: the topmost layer
-    /// that holds the key or hides the layers below decides.
-    pub fn get_doc(&self, collection: &str, key: &str) -> Option<Vec<u8>> {
+    /// that holds the key or hides the layers below decides (appends and reads run this per
+    /// operation).
+    pub fn get(&self, collection: &str, key: &str) -> Option<Vec<u8>> {
         let mut layers: Vec<&Delta> = vec![&self.ingest, &self.dirty];
         layers.extend(self.in_flight.iter());
         for d in layers {
@@ -469,10 +470,6 @@ impl Store {
 
     fn layers(&self) -> impl Iterator<Item = &Delta> {
         self.in_flight.iter().chain([&self.dirty, &self.ingest])
-    }
-
-    pub fn get(&self, collection: &str, key: &str) -> Option<Vec<u8>> {
-        self.read(collection)?.get(key).cloned()
     }
 
     pub fn hashes(&self) -> BTreeMap<String, CollectionHash> {

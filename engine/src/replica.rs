@@ -214,7 +214,7 @@ impl Inspect for Inspector {
         collections: &[String],
     ) -> (Index, Vec<Option<Vec<u8>>>, Vec<bool>) {
         let c = lock(&self.0);
-        let values = docs.iter().map(|(t, k)| c.store.get_doc(t, k)).collect();
+        let values = docs.iter().map(|(t, k)| c.store.get(t, k)).collect();
         let exist = collections
             .iter()
             .map(|t| c.store.has_collection(t))
@@ -1370,16 +1370,16 @@ impl Node {
         };
         let leak = self.cfg.knobs.on(KnownBug::BytesTotalLeak);
         let mut plan = checkpoint::plan(&base, &cut);
-        let mut per_checkpoint = ChaCha8Rng::seed_from_u64(self.cfg.rng_seed);
-        let restart = planted!(self.cfg.knobs, NonceRestartsPerCheckpoint);
-        let sealed = plan.seal(&key, &mut || {
-            if restart {
-                return keystore::nonce(&mut per_checkpoint);
-            }
-            keystore::nonce(&mut *self.rng.lock().unwrap_or_else(|e| e.into_inner()))
+        // The planted bug's stream only exists when it is planted (test builds).
+        let mut per_checkpoint = planted!(self.cfg.knobs, NonceRestartsPerCheckpoint)
+            .then(|| ChaCha8Rng::seed_from_u64(self.cfg.rng_seed));
+        let sealed = plan.seal(&key, &mut || match per_checkpoint.as_mut() {
+            Some(rng) => keystore::nonce(rng),
+            None => keystore::nonce(&mut *self.rng.lock().unwrap_or_else(|e| e.into_inner())),
         });
+        let fingerprint = key.fingerprint();
         for (nonce, message) in sealed {
-            let key = key.fingerprint();
+            let key = fingerprint;
             self.obs.event(
                 self.id,
                 Event::Sealed {

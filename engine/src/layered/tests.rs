@@ -227,7 +227,7 @@ fn layered_reads_match_the_plain_state_machine() {
                     );
                     for k in ["k0", "k1", "k2", "k3", "k7", "k13", "k19", "k99"] {
                         let want = col.as_ref().and_then(|d| d.get(k)).cloned();
-                        assert_eq!(s.get_doc(c, k), want, "seed {seed} at {i}: {c}/{k}");
+                        assert_eq!(s.get(c, k), want, "seed {seed} at {i}: {c}/{k}");
                     }
                 }
             }
