@@ -1845,6 +1845,31 @@ mod tests {
         l.answered(&cfg);
         assert!(l.allow(1002, &cfg), "an answer brings the link back up");
     }
+
+    /// Reconnect attempts are spaced by a backoff that doubles after every attempt up to the
+    /// cap: from 100 ms, gaps of 100, 200, 400 and 800 ms, then 1000 ms (the cap) each time.
+    /// (The first two gaps are set when the link goes down; the third is the first that a
+    /// reconnect attempt doubles.)
+    #[test]
+    fn reconnect_attempts_double_their_spacing_up_to_the_cap() {
+        let cfg = LinkConfig {
+            timeout_ms: 300,
+            backoff_min_ms: 100,
+            backoff_max_ms: 1_000,
+        };
+        let mut l = Link::new(&cfg);
+        assert!(l.allow(0, &cfg));
+        assert!(!l.allow(301, &cfg), "no answer for too long: down");
+        let mut last = 301;
+        for gap in [100, 200, 400, 800, 1_000, 1_000] {
+            assert!(
+                !l.allow(last + gap - 1, &cfg),
+                "no attempt sooner than {gap} ms after the last"
+            );
+            last += gap;
+            assert!(l.allow(last, &cfg), "an attempt {gap} ms after the last");
+        }
+    }
 }
 
 #[cfg(test)]

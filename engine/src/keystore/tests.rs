@@ -146,3 +146,52 @@ fn tampered_or_wrongly_keyed_pages_fail_authentication() {
         Err(KeyError::Truncated { .. })
     ));
 }
+
+/// A wrapped data key is bound to its KEK version through the associated data: the same sealed
+/// bytes presented as another version's data key fail authentication, even under the KEK that
+/// sealed them. A keystore relabelled, or a rotation's key spliced into an older keystore, is
+/// refused rather than opened.
+#[test]
+fn a_wrapped_data_key_opens_only_as_its_own_kek_versions() {
+    let (kms, ks, mut rng) = setup();
+    let kek = kek_of(&kms, &ks);
+    assert!(ks.data_key(&kek).is_ok());
+    let relabelled = Keystore {
+        kek_version: 2,
+        ..ks.clone()
+    };
+    assert!(matches!(
+        relabelled.data_key(&kek),
+        Err(KeyError::Decrypt { .. })
+    ));
+
+    // The data key re-sealed for KEK v2, in a keystore that still says v1.
+    let new_kek = fresh_key(&mut rng);
+    let mut krng = ChaCha8Rng::seed_from_u64(11);
+    let wrapped = kms.wrap(1, &kek_aad(2), &new_kek, &mut krng);
+    let Rotation::Kek {
+        wrapped_data_key, ..
+    } = ks
+        .rotate_kek(&kek, &new_kek, wrapped, nonce(&mut rng))
+        .unwrap()
+    else {
+        panic!("a KEK rotation");
+    };
+    let spliced = Keystore {
+        wrapped_data_key,
+        ..ks.clone()
+    };
+    assert!(matches!(
+        spliced.data_key(&new_kek),
+        Err(KeyError::Decrypt { .. })
+    ));
+    let rotated = Keystore {
+        kek_version: 2,
+        ..spliced
+    };
+    assert_eq!(
+        rotated.data_key(&new_kek),
+        ks.data_key(&kek),
+        "as v2 it opens"
+    );
+}

@@ -588,3 +588,70 @@ fn a_leader_that_steps_down_hands_over_to_another_node() {
     c.tick_all(10);
     assert_eq!(c.applied_keys(l), ["a", "b"], "nothing committed is lost");
 }
+
+/// Node 1 of three, with entries of terms 1 and 2 and entry 1 committed, elected leader of
+/// term 3 by node 2's vote (so its log is entries 1 and 2 and its own no-op at index 3).
+fn leader_of_term_3_over_an_earlier_terms_entry() -> Raft {
+    let cfg = RaftConfig::new(1, vec![1, 2, 3], 1);
+    let log = (1..=2)
+        .map(|i| Entry {
+            term: i,
+            index: i,
+            ts: i,
+            op: Op::Noop,
+            session: None,
+        })
+        .collect();
+    let hard = HardState {
+        term: 2,
+        voted_for: None,
+        commit: 1,
+    };
+    let mut r = Raft::new(cfg, hard, log);
+    while r.role() != Role::Candidate {
+        r.tick();
+    }
+    r.step(
+        2,
+        Message::Vote {
+            term: 3,
+            granted: true,
+        },
+    );
+    assert_eq!((r.role(), r.term(), r.last_index()), (Role::Leader, 3, 3));
+    r.take_ready();
+    r
+}
+
+/// Figure 8 of the raft paper (§5.4.2): a leader never commits an earlier term's entry by
+/// counting replicas. Entry 2 (term 2) on a majority stays uncommitted until the leader's own
+/// term-3 entry is on a majority too; then both commit.
+#[test]
+fn figure_8_a_leader_commits_by_counting_only_an_entry_of_its_own_term() {
+    let mut r = leader_of_term_3_over_an_earlier_terms_entry();
+    let ack = |match_index| Message::AppendResp {
+        term: 3,
+        success: true,
+        match_index,
+    };
+    // Node 2 holds entry 2 (term 2) but not the no-op: entry 2 is on a majority (1 and 2).
+    r.step(2, ack(2));
+    let ready = r.take_ready();
+    assert_eq!(r.commit_index(), 1, "entry 2 is from term 2: not committed");
+    assert!(ready.committed.is_empty(), "{:?}", ready.committed);
+    assert!(!ready
+        .events
+        .iter()
+        .any(|e| matches!(e, RaftEvent::Committed { .. })));
+    // The no-op of term 3 reaches node 2: it commits, and entry 2 with it.
+    r.step(2, ack(3));
+    let ready = r.take_ready();
+    assert_eq!(r.commit_index(), 3);
+    let applied: Vec<_> = ready.committed.iter().map(|e| e.index).collect();
+    assert_eq!(applied, vec![2, 3]);
+    assert!(ready.events.contains(&RaftEvent::Committed {
+        index: 3,
+        term: 3,
+        entry_term: 3
+    }));
+}
