@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use madsim::net::Endpoint;
 
+use crate::observe::Observer;
 use crate::raft::{Index, NodeId, Op, Session, Term};
 use crate::wire::{AdminAction, ClientResult, Wire, TAG};
 
@@ -45,7 +47,9 @@ impl Default for ClientConfig {
 }
 
 pub struct Client {
-    ep: Endpoint,
+    ep: Arc<Endpoint>,
+    /// Who decides how this client's requests travel (the harness's network); none: on time.
+    net: Option<Arc<dyn Observer>>,
     replicas: BTreeMap<NodeId, SocketAddr>,
     leader_guess: NodeId,
     next_request: u64,
@@ -63,10 +67,11 @@ impl Client {
         replicas: BTreeMap<NodeId, SocketAddr>,
         cfg: ClientConfig,
     ) -> std::io::Result<Self> {
-        let ep = Endpoint::bind(bind).await?;
+        let ep = Arc::new(Endpoint::bind(bind).await?);
         let leader_guess = *replicas.keys().next().expect("at least one replica");
         Ok(Client {
             ep,
+            net: None,
             replicas,
             leader_guess,
             next_request: 1,
@@ -74,6 +79,12 @@ impl Client {
             op_seq: 0,
             cfg,
         })
+    }
+
+    /// Sends every request through the harness's network (duplicates, delays).
+    pub fn with_network(mut self, net: Arc<dyn Observer>) -> Self {
+        self.net = Some(net);
+        self
     }
 
     fn rotate_guess(&mut self) {
@@ -130,7 +141,9 @@ impl Client {
             self.next_request += 1;
             let to = self.replicas[&self.leader_guess];
             let req = make(id, session);
-            if self.ep.send_to_raw(to, TAG, Box::new(req)).await.is_err() {
+            if let Some(net) = &self.net {
+                crate::net::send_inline(&self.ep, &**net, to, req).await;
+            } else if self.ep.send_to_raw(to, TAG, Box::new(req)).await.is_err() {
                 self.rotate_guess();
                 continue;
             }

@@ -179,13 +179,8 @@ async fn run_inner(cfg: KmsConfig, obs: Arc<dyn Observer>) {
         };
         let Wire::Kms(req) = *w else { continue };
         let result = kms.handle(&req.op, &mut rng);
-        let ep = ep.clone();
         let req_id = req.req_id;
-        madsim::task::spawn(async move {
-            let _ = ep
-                .send_to_raw(from, TAG, Box::new(Wire::KmsReply { req_id, result }))
-                .await;
-        });
+        crate::net::send(&ep, &*obs, from, Wire::KmsReply { req_id, result });
     }
 }
 

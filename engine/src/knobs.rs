@@ -86,6 +86,18 @@ pub enum Planted {
     VoteIgnoresLogLength,
     /// Page nonces restart from the same seed at every checkpoint (a per-checkpoint RNG).
     NonceRestartsPerCheckpoint,
+    /// Raft messages go out before the fsync of the state they promise (vote grants, append
+    /// acknowledgements): persist-before-send broken.
+    SendsBeforeSync,
+    /// A follower cuts its log after every append's entries even when they all match (a late
+    /// or duplicated append then removes entries it already acknowledged).
+    AppendTruncatesUnconditionally,
+    /// A checkpoint or keystore put refused as a stale duplicate aborts the leader, whatever
+    /// its leadership (the engine's behaviour before the fix of a latent bug).
+    StalePutAborts,
+    /// A checkpoint frees the blocks it replaces before it is published, not after: a crash in
+    /// between leaves the published checkpoint pointing at freed blocks.
+    FreesBeforePublish,
 }
 
 /// The set of knobs switched on for one run.

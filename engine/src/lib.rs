@@ -17,6 +17,7 @@ pub mod kms;
 pub mod knobs;
 pub mod layered;
 pub mod log_store;
+pub mod net;
 pub mod observe;
 pub mod page_service;
 pub mod page_store;

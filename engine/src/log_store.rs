@@ -12,8 +12,10 @@ use crate::storage::{Storage, StorageError};
 pub const LOG_FILE: &str = "raft.log";
 pub const HARD_FILE: &str = "raft.hard";
 
-#[derive(Serialize, Deserialize)]
-enum Record {
+/// One record of the log file. Public so that a harness that owns the disk can read what is
+/// durable (it checks that nothing is promised before it is).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Record {
     Entry(Entry),
     TruncateFrom(Index),
     Hard(HardState),
@@ -36,8 +38,17 @@ fn encode_record(out: &mut Vec<u8>, rec: &Record) {
     crate::frames::encode(out, rec)
 }
 
-fn decode_records(bytes: &[u8]) -> (Vec<Record>, usize) {
+/// The whole records at the start of `bytes` and how many bytes they take.
+pub fn decode_records(bytes: &[u8]) -> (Vec<Record>, usize) {
     crate::frames::decode(bytes)
+}
+
+/// The hard state in a hard-state file's bytes (`None`: empty or unreadable).
+pub fn decode_hard(bytes: &[u8]) -> Option<HardState> {
+    match decode_records(bytes).0.into_iter().next() {
+        Some(Record::Hard(h)) => Some(h),
+        _ => None,
+    }
 }
 
 impl LogStore {

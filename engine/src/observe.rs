@@ -4,6 +4,7 @@
 mod storage;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use storage::{CheckpointFailure, StepUpStage, StorageEvent, Warning};
@@ -15,6 +16,7 @@ use crate::page_store::{BlockInfo, Published};
 use crate::pages::Lsn;
 use crate::raft::{Entry, Index, NodeId, Op, RaftEvent, Role, Session, Term};
 use crate::state::{Collection, CollectionHash};
+use crate::wire::Wire;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -141,6 +143,89 @@ pub trait Observer: Send + Sync {
     /// of the node's locks held, so its [`Inspect`] may be read: the harness compares what a
     /// reader sees on both sides of the swap.
     fn installing(&self, _node: NodeId, _id: u64, _after: bool) {}
+    /// A datagram is about to leave `from` for `to` (every engine send passes here): the
+    /// harness, which owns the network, decides how it is delivered, and may check that what
+    /// the message promises is already durable.
+    fn sending(&self, _from: SocketAddr, _to: SocketAddr, _msg: &Wire) -> Delivery {
+        Delivery::Now
+    }
+    /// The node reached a moment where a crash matters. `true`: the harness killed the node
+    /// here, and the calling task must not take another step (see [`crate::net::crash_here`]).
+    /// Called with none of the node's locks held.
+    fn crash_point(&self, _node: NodeId, _point: CrashPoint) -> bool {
+        false
+    }
+}
+
+/// How the network delivers one datagram (on top of the simulator's own latency and loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Now,
+    /// Held back this long first (a latency spike on one message: reordering within a link).
+    After { delay_ms: u64 },
+    /// Delivered now and once more this much later (a duplicated packet).
+    Twice { again_ms: u64 },
+}
+
+/// The moments where a crash loses or splits something. Each sits between two steps whose
+/// order the engine relies on; the harness kills the node exactly there at a per-mille rate,
+/// so crash timing is explored on purpose rather than by luck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CrashPoint {
+    /// Raft state written to the page cache, not yet fsynced.
+    RaftWritten,
+    /// Raft state fsynced; the messages and replies that depend on it not yet sent.
+    RaftSynced,
+    /// The page service appended a request's records, not yet fsynced.
+    PagesWritten,
+    /// The page service fsynced; its reply not yet sent.
+    PagesSynced,
+    /// A leader's checkpoint has put a page, not yet its next one or the publish.
+    CheckpointPut,
+    /// A leader's checkpoint has put every page and wrapped up; not yet published.
+    CheckpointWrapped,
+    /// A leader's checkpoint is published; its local completion and the frees not yet done.
+    CheckpointPublished,
+    /// A follower loaded a newer checkpoint's pages, not yet installed them.
+    PickupLoaded,
+    /// A new leader fenced the page service, not yet drained or cleaned up.
+    StepUpFenced,
+    /// A leader put its keystore page, not yet recorded it for the next checkpoint.
+    KeystorePut,
+}
+
+impl CrashPoint {
+    pub const ALL: [CrashPoint; 10] = [
+        CrashPoint::RaftWritten,
+        CrashPoint::RaftSynced,
+        CrashPoint::PagesWritten,
+        CrashPoint::PagesSynced,
+        CrashPoint::CheckpointPut,
+        CrashPoint::CheckpointWrapped,
+        CrashPoint::CheckpointPublished,
+        CrashPoint::PickupLoaded,
+        CrashPoint::StepUpFenced,
+        CrashPoint::KeystorePut,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashPoint::RaftWritten => "raft-written",
+            CrashPoint::RaftSynced => "raft-synced",
+            CrashPoint::PagesWritten => "pages-written",
+            CrashPoint::PagesSynced => "pages-synced",
+            CrashPoint::CheckpointPut => "checkpoint-put",
+            CrashPoint::CheckpointWrapped => "checkpoint-wrapped",
+            CrashPoint::CheckpointPublished => "checkpoint-published",
+            CrashPoint::PickupLoaded => "pickup-loaded",
+            CrashPoint::StepUpFenced => "step-up-fenced",
+            CrashPoint::KeystorePut => "keystore-put",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<CrashPoint> {
+        CrashPoint::ALL.into_iter().find(|p| p.name() == name)
+    }
 }
 
 /// What the harness may see of the page service.

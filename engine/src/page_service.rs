@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 
-use crate::observe::{Event, InspectPages, Observer, StorageEvent, Warning};
+use crate::observe::{CrashPoint, Event, InspectPages, Observer, StorageEvent, Warning};
 use crate::page_store::{BlockInfo, PageStore, Published, PAGES_FILE};
 use crate::pages::Lsn;
 use crate::raft::NodeId;
@@ -104,19 +104,16 @@ async fn run_inner(cfg: PageServiceConfig, disk: Arc<dyn Storage>, obs: Arc<dyn 
             if disk.append(PAGES_FILE, &records).is_err() {
                 return;
             }
+            crate::net::crash_point(&*obs, id, CrashPoint::PagesWritten).await;
             if cfg.fsync_ms > 0 {
                 madsim::time::sleep(Duration::from_millis(cfg.fsync_ms)).await;
             }
             if disk.sync(PAGES_FILE).is_err() {
                 return;
             }
+            crate::net::crash_point(&*obs, id, CrashPoint::PagesSynced).await;
         }
-        let ep = ep.clone();
-        madsim::task::spawn(async move {
-            let _ = ep
-                .send_to_raw(from, TAG, Box::new(Wire::PsReply { req_id, result }))
-                .await;
-        });
+        crate::net::send(&ep, &*obs, from, Wire::PsReply { req_id, result });
     }
 }
 

@@ -13,6 +13,7 @@ use madsim::net::Endpoint;
 
 use crate::kms::{KmsOp, KmsRequest, KmsResult};
 use crate::page_store::{PsOp, PsRequest, PsResult};
+use crate::observe::Observer;
 use crate::raft::NodeId;
 use crate::wire::{Wire, TAG};
 
@@ -29,6 +30,7 @@ pub enum RpcError {
 /// client: request ids come from one counter, and a router hands each reply to its waiter.
 struct Rpc {
     ep: Arc<Endpoint>,
+    obs: Arc<dyn Observer>,
     next_id: AtomicU64,
     waiters: Mutex<BTreeMap<u64, oneshot::Sender<Wire>>>,
     attempt_timeout: Duration,
@@ -36,10 +38,11 @@ struct Rpc {
 }
 
 impl Rpc {
-    async fn bind(bind: SocketAddr) -> std::io::Result<Arc<Rpc>> {
+    async fn bind(bind: SocketAddr, obs: Arc<dyn Observer>) -> std::io::Result<Arc<Rpc>> {
         let ep = Arc::new(Endpoint::bind(bind).await?);
         let rpc = Arc::new(Rpc {
             ep: ep.clone(),
+            obs,
             next_id: AtomicU64::new(1),
             waiters: Mutex::new(BTreeMap::new()),
             attempt_timeout: Duration::from_millis(300),
@@ -94,7 +97,7 @@ impl Rpc {
                 break Err(RpcError::Unreachable { attempts });
             }
             attempts += 1;
-            let _ = self.ep.send_to_raw(to, TAG, Box::new(req.clone())).await;
+            crate::net::send_inline(&self.ep, &*self.obs, to, req.clone()).await;
             match madsim::time::timeout(self.attempt_timeout, &mut rx).await {
                 Ok(Ok(reply)) => break Ok(reply),
                 Ok(Err(_)) => break Err(RpcError::Abandoned), // router gone: node shutting down
@@ -128,9 +131,10 @@ impl PsClient {
         service: SocketAddr,
         me: NodeId,
         session: u64,
+        obs: Arc<dyn Observer>,
     ) -> std::io::Result<Arc<PsClient>> {
         Ok(Arc::new(PsClient {
-            rpc: Rpc::bind(bind).await?,
+            rpc: Rpc::bind(bind, obs).await?,
             service,
             me,
             session,

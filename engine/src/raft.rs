@@ -229,6 +229,9 @@ pub struct RaftConfig {
     /// A planted bug (the harness's own tests only, see `knobs::Planted`): votes compare only
     /// the last log terms, so a shorter log of the same last term wins.
     pub vote_ignores_log_length: bool,
+    /// Planted bug (tests only): a follower cuts every entry after an append's end, even when
+    /// they all match.
+    pub append_truncates_unconditionally: bool,
     pub rng_seed: u64,
 }
 
@@ -243,6 +246,7 @@ impl RaftConfig {
             max_append_entries: 64,
             volatile_term: false,
             vote_ignores_log_length: false,
+            append_truncates_unconditionally: false,
             rng_seed,
         }
     }
@@ -728,6 +732,13 @@ impl Raft {
                 }
                 None => new_entries.push(e),
             }
+        }
+        let cut = verified_end.max(self.commit) + 1;
+        if self.cfg.append_truncates_unconditionally
+            && new_entries.is_empty()
+            && self.last_index() >= cut
+        {
+            self.truncate_from(cut);
         }
         if !new_entries.is_empty() {
             invariant!(

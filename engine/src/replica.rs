@@ -25,7 +25,7 @@ use crate::knobs::{planted, Knobs, KnownBug};
 use crate::layered::{CheckpointMeta, Mode, StableView, Store};
 use crate::log_store::LogStore;
 use crate::observe::{
-    CheckpointFailure, Event, Inspect, NodeStatus, Observer, StepUpStage, StorageEvent,
+    CheckpointFailure, CrashPoint, Event, Inspect, NodeStatus, Observer, StepUpStage, StorageEvent,
     StorageStatus, Warning,
 };
 use crate::page_store::{PsOp, PsResult, Published};
@@ -491,7 +491,7 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
     // A session of its own per incarnation: request ids restart at 1 without colliding with
     // the ids a previous incarnation used, which the page service may still remember.
     let session = cfg.rng_seed;
-    let ps = match PsClient::bind(ps_bind, cfg.page_service, id, session).await {
+    let ps = match PsClient::bind(ps_bind, cfg.page_service, id, session, obs.clone()).await {
         Ok(ps) => ps,
         Err(e) => {
             let w = Warning::CannotBind {
@@ -534,6 +534,7 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
     let mut rcfg = RaftConfig::new(id, cfg.members.keys().copied().collect(), cfg.rng_seed);
     rcfg.volatile_term = cfg.knobs.on(KnownBug::VolatileRaftTerm);
     rcfg.vote_ignores_log_length = planted!(cfg.knobs, VoteIgnoresLogLength);
+    rcfg.append_truncates_unconditionally = planted!(cfg.knobs, AppendTruncatesUnconditionally);
     let log_len = rec.entries.len() as Index;
     let raft = Raft::restore(rcfg, rec.hard, rec.entries, store.applied_index());
     obs.event(
@@ -779,13 +780,25 @@ impl Node {
             }
             return;
         }
+        let mut messages = Some(ready.messages);
         // The lock is not held across the fsync: inspection must not block on the disk.
         let persisted = match self.log_store.write(ready.hard_state, &ready.log_ops) {
             Ok(w) => {
+                if planted!(self.cfg.knobs, SendsBeforeSync) {
+                    let mut c = lock(&self.core);
+                    self.send_raft(&mut c, messages.take().unwrap_or_default());
+                }
+                if w.any() {
+                    self.crash_point(CrashPoint::RaftWritten).await;
+                }
                 if w.any() && self.cfg.fsync_ms > 0 {
                     madsim::time::sleep(Duration::from_millis(self.cfg.fsync_ms)).await;
                 }
-                self.log_store.sync(w)
+                let synced = self.log_store.sync(w);
+                if w.any() && synced.is_ok() {
+                    self.crash_point(CrashPoint::RaftSynced).await;
+                }
+                synced
             }
             Err(e) => Err(e),
         };
@@ -803,16 +816,7 @@ impl Node {
         for ev in ready.events {
             self.obs.event(self.id, Event::Raft(ev));
         }
-        let now = now_ms();
-        for (to, msg) in ready.messages {
-            if !msg.is_response() {
-                let link = c.links.get_mut(&to).expect("peer link");
-                if !link.allow(now, &self.cfg.link) {
-                    continue;
-                }
-            }
-            self.send(self.cfg.members[&to], Wire::Raft { from: self.id, msg });
-        }
+        self.send_raft(&mut c, messages.take().unwrap_or_default());
         c.backlog.extend(ready.committed);
         self.apply_backlog(&mut c);
         if c.raft.role() != Role::Leader
@@ -827,6 +831,20 @@ impl Node {
         }
         self.follow_role(&mut c);
         self.maybe_flush_keystore(&mut c);
+    }
+
+    /// Sends raft's messages; requests only over links that are up (responses always go).
+    fn send_raft(&self, c: &mut Core, messages: Vec<(NodeId, crate::raft::Message)>) {
+        let now = now_ms();
+        for (to, msg) in messages {
+            if !msg.is_response() {
+                let link = c.links.get_mut(&to).expect("peer link");
+                if !link.allow(now, &self.cfg.link) {
+                    continue;
+                }
+            }
+            self.send(self.cfg.members[&to], Wire::Raft { from: self.id, msg });
+        }
     }
 
     /// Applies committed entries in order. A drop whose table a step-up drain holds read-locked
@@ -1009,6 +1027,7 @@ impl Node {
             }
             Err(_) => return,
         };
+        self.crash_point(CrashPoint::StepUpFenced).await;
         if let Some(p) = latest {
             let meta = match decode_meta(&p) {
                 Ok(m) => m,
@@ -1408,11 +1427,14 @@ impl Node {
             };
             match self.ps.request(epoch, op, &still).await {
                 Ok(PsResult::Lsn(lsn)) => {
-                    let mut c = lock(&self.core);
-                    if c.generation != gen {
-                        return;
+                    {
+                        let mut c = lock(&self.core);
+                        if c.generation != gen {
+                            return;
+                        }
+                        r.written(i, lsn, &mut c.store.bytes_total);
                     }
-                    r.written(i, lsn, &mut c.store.bytes_total);
+                    self.crash_point(CrashPoint::CheckpointPut).await;
                 }
                 Ok(PsResult::Fenced { epoch: t }) => {
                     let why = format!("checkpoint {id}: epoch {epoch} fenced by epoch {t}");
@@ -1424,6 +1446,10 @@ impl Node {
                     // overtook ours. After a re-election that is this node's newer leadership
                     // (this checkpoint belongs to an older one and simply ends); otherwise the
                     // put did not happen and the checkpoint fails before wrap-up.
+                    invariant!(
+                        !planted!(self.cfg.knobs, StalePutAborts),
+                        "checkpoint {id}: unexpected reply to put: Stale"
+                    );
                     if lock(&self.core).generation != gen {
                         self.note(StorageEvent::CheckpointAbandoned {
                             id,
@@ -1491,12 +1517,24 @@ impl Node {
             view.meta.applied_index,
             view.meta.database_size,
         );
+        let mut lsns: Vec<Lsn> = frees.iter().map(|(_, c)| c.lsn).collect();
+        if let Some(old) = base.meta.keystore.filter(|k| Some(*k) != ks_page) {
+            lsns.push(old.cookie.lsn); // the keystore page this checkpoint replaced
+        }
+        if planted!(self.cfg.knobs, FreesBeforePublish) && !lsns.is_empty() {
+            let op = PsOp::Discard {
+                lsns: std::mem::take(&mut lsns),
+            };
+            let _ = self.ps.request(epoch, op, &still).await;
+        }
+        self.crash_point(CrashPoint::CheckpointWrapped).await;
         match self
             .ps
             .request(epoch, PsOp::Publish { id, meta }, &still)
             .await
         {
             Ok(PsResult::Lsn(lsn)) => {
+                self.crash_point(CrashPoint::CheckpointPublished).await;
                 let mut c = lock(&self.core);
                 if c.generation != gen {
                     return;
@@ -1518,7 +1556,10 @@ impl Node {
                 self.reclaim(term, gen, why);
                 return;
             }
-            Ok(PsResult::Stale) if lock(&self.core).generation != gen => {
+            Ok(PsResult::Stale)
+                if lock(&self.core).generation != gen
+                    && !planted!(self.cfg.knobs, StalePutAborts) =>
+            {
                 // Overtaken by this node's newer leadership (see the put above): not ours now.
                 self.note(StorageEvent::CheckpointAbandoned {
                     id,
@@ -1534,10 +1575,6 @@ impl Node {
                 return;
             }
             Err(_) => return,
-        }
-        let mut lsns: Vec<Lsn> = frees.iter().map(|(_, c)| c.lsn).collect();
-        if let Some(old) = base.meta.keystore.filter(|k| Some(*k) != ks_page) {
-            lsns.push(old.cookie.lsn); // the keystore page this checkpoint replaced
         }
         if !lsns.is_empty() {
             let _ = self.ps.request(epoch, PsOp::Discard { lsns }, &still).await;
@@ -1595,6 +1632,7 @@ impl Node {
         };
         match self.ps_keys.request(epoch, op, &still).await {
             Ok(PsResult::Lsn(lsn)) => {
+                self.crash_point(CrashPoint::KeystorePut).await;
                 let cookie = match pages::addr_pack(0, lsn, 0, &bytes) {
                     Ok(c) => c,
                     Err(e) => {
@@ -1620,6 +1658,17 @@ impl Node {
                     gen,
                     format!("keystore flush: epoch {epoch} fenced by epoch {t}"),
                 );
+                false
+            }
+            Ok(PsResult::Stale)
+                if lock(&self.core).generation != gen
+                    && !planted!(self.cfg.knobs, StalePutAborts) =>
+            {
+                // Overtaken by this node's newer leadership (as a checkpoint put can be): that
+                // leadership flushes its own keystore; this one simply ends.
+                self.note(StorageEvent::KeystoreFlushAbandoned {
+                    keystore: ks.summary(),
+                });
                 false
             }
             Ok(other) => {
@@ -1786,6 +1835,7 @@ impl Node {
         };
         match load_view(&self.ps, meta, &base, &key, &follower, 2).await {
             Ok(view) => {
+                self.crash_point(CrashPoint::PickupLoaded).await;
                 self.obs.installing(self.id, id, false);
                 let mut c = lock(&self.core);
                 if c.store.mode() != Mode::Follower || !c.store.can_install(&view.meta) {
@@ -1811,11 +1861,13 @@ impl Node {
         self.send(to, Wire::Reply { id, result });
     }
 
+    /// A moment where a crash matters: the harness may kill the node here (no lock held).
+    async fn crash_point(&self, point: CrashPoint) {
+        crate::net::crash_point(&*self.obs, self.id, point).await;
+    }
+
     fn send(&self, to: SocketAddr, w: Wire) {
-        let ep = self.ep.clone();
-        madsim::task::spawn(async move {
-            let _ = ep.send_to_raw(to, TAG, Box::new(w)).await;
-        });
+        crate::net::send(&self.ep, &*self.obs, to, w);
     }
 }
 

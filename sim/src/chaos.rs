@@ -235,6 +235,37 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
                     for_ms,
                 }
             }
+            // One message held back on a link (a reply overtaken by later traffic).
+            "delay" => TimelineItem::Delay {
+                at_ms: 0,
+                from: if rng.gen_bool(0.5) { Selector::All } else { one(&mut rng) },
+                to: if rng.gen_bool(0.5) { Selector::PageService } else { Selector::All },
+                per_mille: rng.gen_range(50..=500),
+                delay_ms: [50, rng.gen_range(200..=3_000)],
+                for_ms,
+            },
+            "duplicate" => TimelineItem::Duplicate {
+                at_ms: 0,
+                from: Selector::All,
+                to: Selector::All,
+                per_mille: rng.gen_range(50..=300),
+                for_ms,
+            },
+            // Crashes exactly where they matter (between a write and its fsync, an fsync and
+            // the message it allows, the steps of a checkpoint).
+            "crash_point" => {
+                let points = engine::observe::CrashPoint::ALL;
+                let point = rng
+                    .gen_bool(0.5)
+                    .then(|| points[rng.gen_range(0..points.len())].name().to_string());
+                TimelineItem::CrashPoints {
+                    at_ms: 0,
+                    point,
+                    per_mille: rng.gen_range(20..=200),
+                    down_ms: [100, 2_000],
+                    for_ms,
+                }
+            }
             other => unreachable!("fault `{other}` rejected by scenario validation"),
         };
         w.record_chaos(&item);

@@ -20,6 +20,9 @@ pub const SECTOR_BYTES: usize = 512;
 struct File {
     durable: Vec<u8>,
     pending: Pending,
+    /// Bumped whenever `durable` is replaced rather than appended to (readers that parse the
+    /// durable bytes incrementally start over).
+    replaced: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -52,7 +55,10 @@ impl File {
         match std::mem::take(&mut self.pending) {
             Pending::Clean => {}
             Pending::Append(tail) => self.durable.extend_from_slice(&tail),
-            Pending::Replace(all) => self.durable = all,
+            Pending::Replace(all) => {
+                self.durable = all;
+                self.replaced += 1;
+            }
         }
     }
 }
@@ -125,6 +131,17 @@ impl SimDisk {
             loss.bytes_lost += lost_bytes as u64;
         }
         loss
+    }
+
+    /// What a power cut would leave of one file right now: its durable bytes, and how many
+    /// times they were replaced rather than appended to. For checkers that hold the engine to
+    /// "nothing is promised before it is durable".
+    pub fn durable<T>(&self, node: NodeId, file: &str, f: impl FnOnce(&[u8], u64) -> T) -> T {
+        let nodes = self.nodes.lock().unwrap();
+        match nodes.get(&node).and_then(|d| d.files.get(file)) {
+            Some(file) => f(&file.durable, file.replaced),
+            None => f(&[], 0),
+        }
     }
 
     /// Total durable bytes of a node (for reports and tests).

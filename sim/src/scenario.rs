@@ -157,7 +157,7 @@ pub struct FailpointSpec {
 }
 
 /// Fault kinds the chaos controller can inject with this engine.
-pub const CHAOS_FAULTS: [&str; 16] = [
+pub const CHAOS_FAULTS: [&str; 19] = [
     "kill",
     "restart_all",
     "partition",
@@ -174,6 +174,9 @@ pub const CHAOS_FAULTS: [&str; 16] = [
     "rotate_kek",
     "rotate_cmk",
     "step_down",
+    "delay",
+    "duplicate",
+    "crash_point",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,6 +461,38 @@ pub enum TimelineItem {
     StepDown {
         at_ms: u64,
     },
+    /// For `for_ms`, each datagram from `from` to `to` is held back, with probability
+    /// `per_mille`/1000, for a time drawn from `delay_ms`: one message overtaken by later ones
+    /// on the same link. `all` on a side means anyone, clients included.
+    Delay {
+        at_ms: u64,
+        from: Selector,
+        to: Selector,
+        per_mille: u32,
+        delay_ms: [u64; 2],
+        for_ms: u64,
+    },
+    /// For `for_ms`, each datagram from `from` to `to` is delivered twice (the copy 1–500 ms
+    /// later) with probability `per_mille`/1000.
+    Duplicate {
+        at_ms: u64,
+        from: Selector,
+        to: Selector,
+        per_mille: u32,
+        for_ms: u64,
+    },
+    /// For `for_ms`, a node reaching one of the engine's crash points (`point`, or any when
+    /// omitted) is killed right there with probability `per_mille`/1000 and comes back after
+    /// `down_ms`; never more than a minority of replicas at once.
+    CrashPoints {
+        at_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        point: Option<String>,
+        per_mille: u32,
+        #[serde(default = "d_down_ms")]
+        down_ms: [u64; 2],
+        for_ms: u64,
+    },
 }
 
 fn d_down_ms() -> [u64; 2] {
@@ -481,7 +516,10 @@ impl TimelineItem {
             | TimelineItem::DropCollection { at_ms, .. }
             | TimelineItem::RotateKek { at_ms }
             | TimelineItem::RotateCmk { at_ms }
-            | TimelineItem::StepDown { at_ms } => *at_ms,
+            | TimelineItem::StepDown { at_ms }
+            | TimelineItem::Delay { at_ms, .. }
+            | TimelineItem::Duplicate { at_ms, .. }
+            | TimelineItem::CrashPoints { at_ms, .. } => *at_ms,
         }
     }
     pub fn action(&self) -> &'static str {
@@ -501,6 +539,9 @@ impl TimelineItem {
             TimelineItem::RotateKek { .. } => "rotate_kek",
             TimelineItem::RotateCmk { .. } => "rotate_cmk",
             TimelineItem::StepDown { .. } => "step_down",
+            TimelineItem::Delay { .. } => "delay",
+            TimelineItem::Duplicate { .. } => "duplicate",
+            TimelineItem::CrashPoints { .. } => "crash_points",
         }
     }
     fn selectors(&self) -> Vec<(&'static str, &Selector)> {
@@ -510,7 +551,9 @@ impl TimelineItem {
             | TimelineItem::Start { nodes, .. }
             | TimelineItem::Partition { nodes, .. }
             | TimelineItem::Pause { nodes, .. } => vec![("nodes", nodes)],
-            TimelineItem::ClogLink { from, to, .. } => vec![("from", from), ("to", to)],
+            TimelineItem::ClogLink { from, to, .. }
+            | TimelineItem::Delay { from, to, .. }
+            | TimelineItem::Duplicate { from, to, .. } => vec![("from", from), ("to", to)],
             _ => vec![],
         }
     }
@@ -707,14 +750,49 @@ impl Scenario {
                 } if *a == 0 || a > b || *b > 60_000 => {
                     return err(with("latency_ms"), "need 1 <= min <= max <= 60000".into())
                 }
-                TimelineItem::Loss { per_mille, .. } if *per_mille > 1000 => {
+                TimelineItem::Loss { per_mille, .. }
+                | TimelineItem::Duplicate { per_mille, .. }
+                | TimelineItem::CrashPoints { per_mille, .. }
+                    if *per_mille > 1000 =>
+                {
                     return err(with("per_mille"), "must be 0..=1000".into())
+                }
+                TimelineItem::Delay {
+                    per_mille,
+                    delay_ms: [a, b],
+                    ..
+                } => {
+                    if *per_mille > 1000 {
+                        return err(with("per_mille"), "must be 0..=1000".into());
+                    }
+                    if a > b || *b > 60_000 {
+                        return err(with("delay_ms"), "need min <= max <= 60000".into());
+                    }
                 }
                 TimelineItem::Failpoint {
                     name, per_mille, ..
                 } => {
                     if let Err(msg) = check_failpoint(name, *per_mille) {
                         return err(with("name"), msg);
+                    }
+                }
+                TimelineItem::CrashPoints {
+                    point, down_ms: [a, b], ..
+                } => {
+                    if let Some(p) = point {
+                        if engine::observe::CrashPoint::parse(p).is_none() {
+                            let names: Vec<_> = engine::observe::CrashPoint::ALL
+                                .iter()
+                                .map(|p| p.name())
+                                .collect();
+                            return err(
+                                with("point"),
+                                format!("unknown crash point `{p}` (available: {})", names.join(", ")),
+                            );
+                        }
+                    }
+                    if a > b {
+                        return err(with("down_ms"), "min exceeds max".into());
                     }
                 }
                 _ => {}

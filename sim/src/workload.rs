@@ -81,7 +81,8 @@ async fn client_loop(w: Arc<World>, c: u32, mix: Mix) {
     let bind = SocketAddr::new(IpAddr::V4(CLIENT_IP), CLIENT_PORT_BASE + c as u16);
     let mut client = Client::connect(c as u64 + 1, bind, replicas(&w), ClientConfig::default())
         .await
-        .expect("client port is free");
+        .expect("client port is free")
+        .with_network(w.clone());
     let wl = w.scn.workload.clone();
     // Open schedule: operation k is due at k x gap (jittered ±50%); a slow write delays the
     // next one but the client catches up, so the offered rate holds while latency allows.
@@ -160,6 +161,7 @@ async fn tracked(
         kind,
         invoked_us: w.sim_now_us(),
         acked_us: None,
+        returned_us: None,
         ack: None,
         read: None,
     });
@@ -191,6 +193,7 @@ where
         else {
             return;
         };
+        let client = client.with_network(w.clone());
         f(w, client).await
     });
 }

@@ -62,6 +62,11 @@ pub enum StorageEvent {
         lsn: Lsn,
         keystore: String,
     },
+    /// A keystore flush of an earlier leadership met that node's newer leadership's request at
+    /// the page service (refused as stale) and ended.
+    KeystoreFlushAbandoned {
+        keystore: String,
+    },
     /// The `keystore-flush-slow` failpoint delays a flush (widening incident 000's window).
     KeystoreFlushSlow {
         delay_ms: u64,
@@ -158,7 +163,9 @@ impl StorageEvent {
             StorageEvent::CheckpointPublished { .. } => "checkpoint",
             StorageEvent::CheckpointFailed { .. } => "checkpoint-failed",
             StorageEvent::CheckpointAbandoned { .. } => "checkpoint-abandoned",
-            StorageEvent::KeystoreFlushed { .. } | StorageEvent::KeystoreFlushSlow { .. } => {
+            StorageEvent::KeystoreFlushed { .. }
+            | StorageEvent::KeystoreFlushSlow { .. }
+            | StorageEvent::KeystoreFlushAbandoned { .. } => {
                 "keystore-flush"
             }
             StorageEvent::PickedUp { .. } => "pickup",
@@ -265,6 +272,10 @@ impl fmt::Display for StorageEvent {
             StorageEvent::KeystoreFlushed { lsn, keystore } => {
                 write!(f, "keystore page at lsn {lsn}: {keystore}")
             }
+            StorageEvent::KeystoreFlushAbandoned { keystore } => write!(
+                f,
+                "keystore flush of {keystore} overtaken by a newer leadership's request (stale)"
+            ),
             StorageEvent::KeystoreFlushSlow { delay_ms } => {
                 write!(f, "slow flush (failpoint keystore-flush-slow): {delay_ms} ms")
             }

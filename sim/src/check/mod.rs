@@ -12,6 +12,7 @@ pub mod linearizability;
 pub mod liveness;
 pub mod model;
 pub mod nonces;
+pub mod persistence;
 pub mod record;
 pub mod snapshot;
 pub mod validate;

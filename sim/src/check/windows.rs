@@ -3,7 +3,7 @@
 //! A scenario that never enters its race cannot find the bug behind it, so seed and run
 //! reports count them.
 
-use engine::observe::{CheckpointFailure, Event, StorageEvent};
+use engine::observe::{CheckpointFailure, CrashPoint, Event, StorageEvent};
 use engine::raft::RaftEvent;
 
 /// Incident 003 needs both: every replica restarting at once, then a vote for a candidate with
@@ -31,7 +31,35 @@ pub const WINDOW_STEP_DOWN_MID_STEP_UP: &str = "step-down-mid-step-up";
 /// at the page service (a re-elected leader must not treat the stale reply as fatal).
 pub const WINDOW_STALE_REPLY_AFTER_RE_ELECTION: &str = "stale-reply-after-re-election";
 
-pub const WINDOWS: [&str; 11] = [
+/// A node was killed at one of the engine's named crash points (one window per point).
+pub const WINDOW_CRASH_RAFT_WRITTEN: &str = "crash-at-raft-written";
+pub const WINDOW_CRASH_RAFT_SYNCED: &str = "crash-at-raft-synced";
+pub const WINDOW_CRASH_PAGES_WRITTEN: &str = "crash-at-pages-written";
+pub const WINDOW_CRASH_PAGES_SYNCED: &str = "crash-at-pages-synced";
+pub const WINDOW_CRASH_CHECKPOINT_PUT: &str = "crash-at-checkpoint-put";
+pub const WINDOW_CRASH_CHECKPOINT_WRAPPED: &str = "crash-at-checkpoint-wrapped";
+pub const WINDOW_CRASH_CHECKPOINT_PUBLISHED: &str = "crash-at-checkpoint-published";
+pub const WINDOW_CRASH_PICKUP_LOADED: &str = "crash-at-pickup-loaded";
+pub const WINDOW_CRASH_STEP_UP_FENCED: &str = "crash-at-step-up-fenced";
+pub const WINDOW_CRASH_KEYSTORE_PUT: &str = "crash-at-keystore-put";
+
+/// The window a kill at `point` enters.
+pub fn crash_point_window(point: CrashPoint) -> &'static str {
+    match point {
+        CrashPoint::RaftWritten => WINDOW_CRASH_RAFT_WRITTEN,
+        CrashPoint::RaftSynced => WINDOW_CRASH_RAFT_SYNCED,
+        CrashPoint::PagesWritten => WINDOW_CRASH_PAGES_WRITTEN,
+        CrashPoint::PagesSynced => WINDOW_CRASH_PAGES_SYNCED,
+        CrashPoint::CheckpointPut => WINDOW_CRASH_CHECKPOINT_PUT,
+        CrashPoint::CheckpointWrapped => WINDOW_CRASH_CHECKPOINT_WRAPPED,
+        CrashPoint::CheckpointPublished => WINDOW_CRASH_CHECKPOINT_PUBLISHED,
+        CrashPoint::PickupLoaded => WINDOW_CRASH_PICKUP_LOADED,
+        CrashPoint::StepUpFenced => WINDOW_CRASH_STEP_UP_FENCED,
+        CrashPoint::KeystorePut => WINDOW_CRASH_KEYSTORE_PUT,
+    }
+}
+
+pub const WINDOWS: [&str; 21] = [
     WINDOW_ALL_RESTARTED,
     WINDOW_VOTE_SHORTER_LOG,
     WINDOW_PACK_FAILED,
@@ -43,6 +71,16 @@ pub const WINDOWS: [&str; 11] = [
     WINDOW_DROP_DURING_DRAIN,
     WINDOW_STEP_DOWN_MID_STEP_UP,
     WINDOW_STALE_REPLY_AFTER_RE_ELECTION,
+    WINDOW_CRASH_RAFT_WRITTEN,
+    WINDOW_CRASH_RAFT_SYNCED,
+    WINDOW_CRASH_PAGES_WRITTEN,
+    WINDOW_CRASH_PAGES_SYNCED,
+    WINDOW_CRASH_CHECKPOINT_PUT,
+    WINDOW_CRASH_CHECKPOINT_WRAPPED,
+    WINDOW_CRASH_CHECKPOINT_PUBLISHED,
+    WINDOW_CRASH_PICKUP_LOADED,
+    WINDOW_CRASH_STEP_UP_FENCED,
+    WINDOW_CRASH_KEYSTORE_PUT,
 ];
 
 /// The window an engine observation enters, if any.
@@ -76,7 +114,10 @@ pub fn entered(ev: &Event) -> Option<&'static str> {
                 mid_step_up: true, ..
             } => Some(WINDOW_STEP_DOWN_MID_STEP_UP),
             StorageEvent::StaleKeystoreCheckpoint { .. } => Some(WINDOW_STALE_KEYSTORE),
-            StorageEvent::CheckpointAbandoned { .. } => Some(WINDOW_STALE_REPLY_AFTER_RE_ELECTION),
+            StorageEvent::CheckpointAbandoned { .. }
+            | StorageEvent::KeystoreFlushAbandoned { .. } => {
+                Some(WINDOW_STALE_REPLY_AFTER_RE_ELECTION)
+            }
             _ => None,
         },
         _ => None,

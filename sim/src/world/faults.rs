@@ -105,6 +105,7 @@ impl World {
 
     pub(super) fn heal_all(&self) {
         let mut st = self.lock();
+        st.rules.clear();
         let net = NetSim::current();
         for (a, b) in std::mem::take(&mut st.clogs).into_keys() {
             net.unclog_link(a, b);
@@ -288,6 +289,50 @@ impl World {
                     .collect();
                 self.fault(format!("clog {from}->{to} for {for_ms} ms"));
                 self.timed_clogs(pairs, for_ms).await;
+            }
+            TimelineItem::Delay {
+                from,
+                to,
+                per_mille,
+                delay_ms,
+                for_ms,
+                ..
+            } => {
+                self.fault(format!(
+                    "delay {from}->{to} {per_mille}‰ by {}..{} ms for {for_ms} ms",
+                    delay_ms[0], delay_ms[1]
+                ));
+                let (f, t) = (self.rule_side(&from), self.rule_side(&to));
+                let effect = network::NetEffect::Delay { delay_ms };
+                self.timed_net_rule(f, t, per_mille, effect, for_ms).await;
+            }
+            TimelineItem::Duplicate {
+                from,
+                to,
+                per_mille,
+                for_ms,
+                ..
+            } => {
+                self.fault(format!(
+                    "duplicate {from}->{to} {per_mille}‰ for {for_ms} ms"
+                ));
+                let (f, t) = (self.rule_side(&from), self.rule_side(&to));
+                let effect = network::NetEffect::Duplicate;
+                self.timed_net_rule(f, t, per_mille, effect, for_ms).await;
+            }
+            TimelineItem::CrashPoints {
+                point,
+                per_mille,
+                down_ms,
+                for_ms,
+                ..
+            } => {
+                self.fault(format!(
+                    "crash points {} {per_mille}‰ for {for_ms} ms",
+                    point.as_deref().unwrap_or("(all)")
+                ));
+                let p = point.as_deref().and_then(engine::observe::CrashPoint::parse);
+                self.timed_crash_rule(p, per_mille, down_ms, for_ms).await;
             }
             TimelineItem::Pause { nodes, for_ms, .. } => {
                 let ids = self.resolve(&nodes);

@@ -2,6 +2,7 @@
 //! dependencies on `check` (never the reverse):
 //! - `nodes`: building the page-service, KMS and replica nodes, their incarnations;
 //! - `faults`: applying timeline and chaos items (kills, clogs, latency, failpoints, admin);
+//! - `network`: how each datagram travels (delays, duplicates) and the engine's crash points;
 //! - `observe`: the engine's [`Observer`]: each observation becomes a typed record for the
 //!   online checkers, the race windows and the trace;
 //! - `checks`: sampling the reference model and the at-rest checks after the run;
@@ -9,6 +10,7 @@
 
 mod checks;
 mod faults;
+mod network;
 mod nodes;
 mod observe;
 mod phases;
@@ -122,6 +124,12 @@ struct State {
     chaos_schedule: Vec<TimelineItem>,
     /// Failpoint rates the chaos swarm set for the whole fault phase.
     background_failpoints: BTreeMap<String, u32>,
+    /// Network rules (delays, duplicates) and crash-point rules in force.
+    rules: network::Rules,
+    /// Raft messages held to their sender's durable state (online).
+    persistence: check::persistence::Persistence,
+    /// The node faults run on (crash-point restarts are scheduled there).
+    controller: Option<madsim::runtime::NodeHandle>,
 }
 
 pub struct World {
@@ -142,6 +150,8 @@ pub struct World {
     genesis: Keystore,
     /// CPU accounting for the bench (`None`: not profiling, nothing measured).
     profile: Option<Profile>,
+    /// This world (the engine's hooks get `&World` and sometimes must schedule work).
+    me: std::sync::Weak<World>,
 }
 
 /// Options that do not change what a seed does, only what is kept of it.
@@ -207,7 +217,8 @@ fn run_seed_here(
         let mut nonces = ChaCha8Rng::seed_from_u64(derive_seed(seed, "keys", 1));
         Keystore::genesis(&mut keys, |kek, aad| kms.wrap(1, aad, kek, &mut nonces))
     };
-    let world = Arc::new(World {
+    let world = Arc::new_cyclic(|me| World {
+        me: me.clone(),
         disk: SimDisk::new(derive_seed(seed, "disk", 0), true),
         st: Mutex::new(State {
             trace: Trace::new(opts.keep_full_trace),
@@ -232,6 +243,9 @@ fn run_seed_here(
             nonces: Nonces::default(),
             chaos_schedule: vec![],
             background_failpoints: BTreeMap::new(),
+            rules: network::Rules::new(seed),
+            persistence: Default::default(),
+            controller: None,
         }),
         failpoints: Arc::new(Mutex::new(
             scn.failpoints

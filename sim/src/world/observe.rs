@@ -1,5 +1,6 @@
 use super::*;
 use crate::check::record::{Online, Record};
+use engine::observe::{CrashPoint, Delivery};
 
 impl Observer for World {
     fn event(&self, node: NodeId, ev: Event) {
@@ -22,6 +23,14 @@ impl Observer for World {
 
     fn crash(&self, node: NodeId, message: String) {
         self.crashed(node, message)
+    }
+
+    fn sending(&self, from: SocketAddr, to: SocketAddr, msg: &engine::wire::Wire) -> Delivery {
+        self.delivery(from, to, msg)
+    }
+
+    fn crash_point(&self, node: NodeId, point: CrashPoint) -> bool {
+        self.crash_here(node, point)
     }
 
     fn installing(&self, node: NodeId, id: u64, after: bool) {

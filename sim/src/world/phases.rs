@@ -122,6 +122,7 @@ pub(super) async fn supervise(w: Arc<World>) {
     // restart's downtime, say) is dropped with it. A task left pending when the runtime is
     // dropped leaks madsim's state for the whole seed (~0.8 MB), and sweeps grew without bound.
     let controller = Handle::current().create_node().name("controller").build();
+    w.lock().controller = Some(controller.clone());
     for item in w.scn.timeline.clone() {
         let w2 = w.clone();
         controller.spawn(async move {

@@ -1,0 +1,226 @@
+//! Persistence before messages, checked from outside. The harness owns the disk and the
+//! network, so it can read what a power cut would leave of a node's raft files at the moment the
+//! node sends a message, and hold the message to it: a vote grant, a vote request, an append
+//! acknowledgement or any message in a term all promise state that must already be durable.
+//! The violation shows when the promise is made, not when a crash later exploits it (which
+//! needs a kill in the few milliseconds between the send and the fsync).
+//!
+//! What it cannot see: promises that do not travel as raft messages (a leader counting its own
+//! unsynced entries towards a commit), and durability of anything but the raft files.
+
+use std::collections::BTreeMap;
+
+use engine::log_store::{decode_hard, decode_records, Record};
+use engine::raft::{Index, Message, NodeId, Term};
+
+/// One node's durable log as far as it was read: the term of every entry.
+#[derive(Debug, Default)]
+struct DurableLog {
+    /// The file's replacement count when it was read (a replace means start over).
+    replaced: u64,
+    /// Bytes of whole records read so far.
+    read: usize,
+    terms: Vec<Term>,
+}
+
+impl DurableLog {
+    /// Catches up with the durable bytes, reading only what was appended since last time.
+    fn catch_up(&mut self, bytes: &[u8], replaced: u64) {
+        if replaced != self.replaced || bytes.len() < self.read {
+            *self = DurableLog {
+                replaced,
+                ..DurableLog::default()
+            };
+        }
+        let (recs, valid) = decode_records(&bytes[self.read..]);
+        self.read += valid;
+        for rec in recs {
+            match rec {
+                Record::Entry(e) => {
+                    self.terms.truncate(e.index.saturating_sub(1) as usize);
+                    self.terms.push(e.term);
+                }
+                Record::TruncateFrom(i) => self.terms.truncate(i.saturating_sub(1) as usize),
+                Record::Hard(_) => {}
+            }
+        }
+    }
+
+    fn last_index(&self) -> Index {
+        self.terms.len() as Index
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Persistence {
+    logs: BTreeMap<NodeId, DurableLog>,
+    /// Violations reported (the first few are kept: one bug repeats on every message).
+    pub found: u32,
+}
+
+impl Persistence {
+    /// Checks one raft message `from` → `to` against the sender's durable hard state
+    /// (`hard`) and log (`log`, replaced `log_replaced` times). `Some(why)` is a violation.
+    pub fn check(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        msg: &Message,
+        hard: &[u8],
+        log: &[u8],
+        log_replaced: u64,
+    ) -> Option<String> {
+        let durable = decode_hard(hard).unwrap_or_default();
+        let t = msg.term();
+        let what = describe(msg, to);
+        if durable.term < t {
+            return Some(format!(
+                "n{from} sent {what} in term {t} while its durable term was {}: a crash now \
+                 would forget the term it spoke in",
+                durable.term
+            ));
+        }
+        let voted = |who: NodeId| durable.term > t || durable.voted_for == Some(who);
+        match msg {
+            Message::Vote { granted: true, .. } if !voted(to) => Some(format!(
+                "n{from} sent {what} before the vote was durable (durable: term {}, voted for \
+                 {}): after a crash it could vote again in term {t}",
+                durable.term,
+                durable
+                    .voted_for
+                    .map_or("nobody".to_string(), |v| format!("n{v}"))
+            )),
+            Message::RequestVote { .. } if !voted(from) => Some(format!(
+                "n{from} sent {what} before its vote for itself was durable (durable voted for \
+                 {})",
+                durable
+                    .voted_for
+                    .map_or("nobody".to_string(), |v| format!("n{v}"))
+            )),
+            Message::AppendResp {
+                success: true,
+                match_index,
+                ..
+            } => {
+                let l = self.logs.entry(from).or_default();
+                l.catch_up(log, log_replaced);
+                (l.last_index() < *match_index).then(|| {
+                    format!(
+                        "n{from} sent {what} while its durable log ended at {}: a crash now \
+                         would lose entries the leader counts towards a quorum",
+                        l.last_index()
+                    )
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+fn describe(msg: &Message, to: NodeId) -> String {
+    match msg {
+        Message::RequestVote { .. } => format!("a vote request to n{to}"),
+        Message::Vote { granted: true, .. } => format!("a vote grant to n{to}"),
+        Message::Vote { .. } => format!("a vote refusal to n{to}"),
+        Message::Append { entries, .. } => format!("an append of {} entries to n{to}", entries.len()),
+        Message::AppendResp {
+            success: true,
+            match_index,
+            ..
+        } => format!("an acknowledgement of the log through {match_index} to n{to}"),
+        Message::AppendResp { .. } => format!("an append refusal to n{to}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::raft::{Entry, HardState, Op};
+
+    fn hard(term: Term, voted_for: Option<NodeId>) -> Vec<u8> {
+        let mut b = Vec::new();
+        engine::frames::encode(
+            &mut b,
+            &Record::Hard(HardState {
+                term,
+                voted_for,
+                commit: 0,
+            }),
+        );
+        b
+    }
+
+    fn log(terms: &[Term]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (i, t) in terms.iter().enumerate() {
+            let e = Entry {
+                index: i as Index + 1,
+                term: *t,
+                ts: 0,
+                session: None,
+                op: Op::Noop,
+            };
+            engine::frames::encode(&mut b, &Record::Entry(e));
+        }
+        b
+    }
+
+    #[test]
+    fn a_vote_grant_needs_the_durable_vote() {
+        let mut p = Persistence::default();
+        let grant = Message::Vote {
+            term: 3,
+            granted: true,
+        };
+        assert_eq!(p.check(1, 2, &grant, &hard(3, Some(2)), &[], 0), None);
+        let v = p.check(1, 2, &grant, &hard(3, None), &[], 0).unwrap();
+        assert!(v.contains("before the vote was durable"), "{v}");
+        let v = p.check(1, 2, &grant, &hard(2, Some(2)), &[], 0).unwrap();
+        assert!(v.contains("durable term was 2"), "{v}");
+        let refusal = Message::Vote {
+            term: 3,
+            granted: false,
+        };
+        assert_eq!(p.check(1, 2, &refusal, &hard(3, None), &[], 0), None);
+    }
+
+    #[test]
+    fn a_vote_request_needs_the_candidates_own_vote() {
+        let mut p = Persistence::default();
+        let req = Message::RequestVote {
+            term: 4,
+            last_index: 0,
+            last_term: 0,
+        };
+        assert_eq!(p.check(2, 1, &req, &hard(4, Some(2)), &[], 0), None);
+        assert!(p.check(2, 1, &req, &hard(4, Some(1)), &[], 0).is_some());
+    }
+
+    #[test]
+    fn an_acknowledgement_needs_the_durable_entries_read_incrementally() {
+        let mut p = Persistence::default();
+        let ack = |m| Message::AppendResp {
+            term: 1,
+            success: true,
+            match_index: m,
+        };
+        let h = hard(1, None);
+        let two = log(&[1, 1]);
+        assert_eq!(p.check(1, 2, &ack(2), &h, &two, 0), None);
+        let v = p.check(1, 2, &ack(3), &h, &two, 0).unwrap();
+        assert!(v.contains("durable log ended at 2"), "{v}");
+        // Appended later: only the new bytes are read; a truncation marker shortens the log.
+        let mut more = log(&[1, 1, 1]);
+        assert_eq!(p.check(1, 2, &ack(3), &h, &more, 0), None);
+        engine::frames::encode(&mut more, &Record::TruncateFrom(2));
+        assert!(p.check(1, 2, &ack(2), &h, &more, 0).is_some());
+        // A replaced file (a torn tail cut on load) is read again from the start.
+        assert_eq!(p.check(1, 2, &ack(2), &h, &two, 1), None);
+        let refusal = Message::AppendResp {
+            term: 1,
+            success: false,
+            match_index: 9,
+        };
+        assert_eq!(p.check(1, 2, &refusal, &h, &[], 2), None);
+    }
+}
