@@ -1,6 +1,8 @@
 //! Self-contained HTML timeline of one failing seed: one lane per node showing its role over
 //! time, fault windows, markers (elections, truncations, checkpoints, DDL, ...) and the
-//! violations in red. Hover shows a marker's details, click pins them, drag zooms.
+//! violations in red; with the client history, one lane per client below, each operation a bar
+//! from invocation to completion coloured by outcome, the ones a violation names outlined.
+//! Hover shows a marker's details, click pins them, drag zooms.
 //!
 //! One file with inline CSS, SVG and JS: it is attached to CI runs and mailed around, so it
 //! must open anywhere without a network (a Content-Security-Policy forbids every fetch). The SVG
@@ -11,7 +13,7 @@ use std::fmt::Write as _;
 
 use crate::text::secs_ms;
 use crate::timeline::{Role, Timeline, ACTIVITY_BUCKETS, CLUSTER_LANE};
-use crate::{SeedReport, TraceEvent};
+use crate::{ClientOp, OpOutcome, SeedReport, TraceEvent};
 
 /// The exact fill of violation markers; `scripts/check-timeline.sh` counts pixels of it, so
 /// nothing else on the page may use it at full opacity.
@@ -39,6 +41,12 @@ const BAR_H: u64 = 18;
 const MARK_Y: u64 = 14;
 const ACT_BASE: u64 = 37;
 const ACT_H: u64 = 11;
+const OP_LANE_H: u64 = 16;
+const OP_BAR_Y: u64 = 4;
+const OP_BAR_H: u64 = 9;
+/// The line an unknown outcome leaves open to the run's end, in the bar's middle.
+const OP_TAIL_Y: u64 = 7;
+const OP_TAIL_H: u64 = 3;
 
 /// Marker shapes by trace kind; unknown kinds get a grey dot.
 const SHAPES: &[(&str, &str)] = &[
@@ -67,6 +75,20 @@ const VIOLATION_SHAPE: &str = "M-6,-6H6V6H-6Z";
 /// Renders the timeline of `seed` (of `scenario`) from its full trace.
 pub fn render(scenario: &str, seed: &SeedReport, trace: &[TraceEvent]) -> String {
     render_timeline(scenario, seed, &Timeline::build(seed, trace))
+}
+
+/// Renders the timeline with the seed's client history in client lanes.
+pub fn render_with_ops(
+    scenario: &str,
+    seed: &SeedReport,
+    trace: &[TraceEvent],
+    ops: &[ClientOp],
+) -> String {
+    render_timeline(
+        scenario,
+        seed,
+        &Timeline::build(seed, trace).with_client_ops(ops),
+    )
 }
 
 /// Renders an already built timeline (the CLI builds one per seed for both renderers).
@@ -119,6 +141,16 @@ pub fn render_timeline(scenario: &str, seed: &SeedReport, t: &Timeline) -> Strin
             t.thinned
         );
     }
+    if t.ops_merged > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">{} of {} client operations were merged into nearby operations of \
+             the same client and outcome to keep the page light; hover a merged bar for its \
+             count. The Perfetto export has every operation.</p>",
+            t.ops_merged,
+            t.ops.len()
+        );
+    }
     if !seed.notes.is_empty() || !seed.windows.is_empty() {
         out.push_str("<h2>Notes</h2><ul class=\"notes\">");
         for n in &seed.notes {
@@ -153,6 +185,14 @@ fn legend(out: &mut String, t: &Timeline) {
          <span><i class=\"sw vsw\"></i>violation</span>\
          <span><i class=\"sw asw\"></i>applies/commits per time slice</span>",
     );
+    if !t.op_bars.is_empty() {
+        out.push_str(
+            "<span><i class=\"sw o-ok\"></i>client op acknowledged</span>\
+             <span><i class=\"sw o-failed\"></i>client op failed</span>\
+             <span><i class=\"sw o-unknown\"></i>client op outcome unknown (open to the end)</span>\
+             <span><i class=\"sw o-named\"></i>client op a violation names</span>",
+        );
+    }
     for (kind, what) in crate::timeline::MARKER_KINDS {
         if !t.markers.iter().any(|m| !m.violation && m.kind == *kind) {
             continue;
@@ -223,6 +263,11 @@ fn chart(out: &mut String, t: &Timeline) {
         tops.push(y);
         y += if lane.is_node { LANE_H } else { CLUSTER_H };
     }
+    let mut op_tops = Vec::with_capacity(t.op_lanes.len());
+    for _ in &t.op_lanes {
+        op_tops.push(y);
+        y += OP_LANE_H;
+    }
     let height = y + 4;
     let lanes_h = y - lanes_top;
     let amax = activity_scale(t);
@@ -258,6 +303,15 @@ fn chart(out: &mut String, t: &Timeline) {
              <text class=\"lname\" x=\"8\" y=\"{1}\">{0}</text></g>",
             esc(&lane.name),
             top + BAR_Y + 13
+        );
+    }
+    for (name, top) in t.op_lanes.iter().zip(&op_tops) {
+        let _ = writeln!(
+            out,
+            "<g class=\"lane oplane\" data-lane=\"{0}\"><rect class=\"lbg\" x=\"0\" y=\"{top}\" width=\"{VIEW_W}\" height=\"{OP_LANE_H}\"/>\
+             <text class=\"oname\" x=\"8\" y=\"{1}\">{0}</text></g>",
+            esc(name),
+            top + OP_BAR_Y + 8
         );
     }
 
@@ -378,6 +432,8 @@ fn chart(out: &mut String, t: &Timeline) {
         }
     }
 
+    client_ops(out, t, &s, &op_tops);
+
     // Markers, then violations on top so nothing hides them.
     for m in t.markers.iter().filter(|m| !m.violation) {
         let y = tops[m.lane] + MARK_Y;
@@ -428,6 +484,59 @@ fn chart(out: &mut String, t: &Timeline) {
         "<rect id=\"sel\" x=\"0\" y=\"0\" width=\"0\" height=\"{height}\" style=\"display:none\"/>"
     );
     out.push_str("</g>\n</svg>\n");
+}
+
+/// Client-operation bars, one group per client lane (the group names the lane for the
+/// tooltip). Unknown outcomes first leave a thin line open to the run's end, drawn under the
+/// bars; operations a violation names come last, taller and outlined.
+fn client_ops(out: &mut String, t: &Timeline, s: &Scale, op_tops: &[u64]) {
+    for (lane, (name, top)) in t.op_lanes.iter().zip(op_tops).enumerate() {
+        let _ = writeln!(out, "<g class=\"ops\" data-n=\"{}\">", esc(name));
+        for b in t.op_bars.iter().filter(|b| b.lane == lane) {
+            if b.outcome == OpOutcome::Unknown && b.end_us < t.end_us {
+                let (x0, x1) = (s.x(b.end_us), s.x(t.end_us));
+                let _ = writeln!(
+                    out,
+                    "<rect class=\"optail\" x=\"{x0:.2}\" y=\"{}\" width=\"{:.2}\" height=\"{OP_TAIL_H}\" data-t0=\"{}\" data-t1=\"{}\"/>",
+                    top + OP_TAIL_Y,
+                    x1 - x0,
+                    b.end_us,
+                    t.end_us
+                );
+            }
+        }
+        for b in t.op_bars.iter().filter(|b| b.lane == lane) {
+            let (x0, x1) = (s.x(b.start_us), s.x(b.end_us));
+            // The script keeps ordinary bars at least 1 wide itself (`rect.op`).
+            let (class, y, h, min) = if b.named {
+                (
+                    " o-named",
+                    top + OP_BAR_Y - 2,
+                    OP_BAR_H + 4,
+                    " data-min=\"3\"",
+                )
+            } else {
+                ("", top + OP_BAR_Y, OP_BAR_H, "")
+            };
+            let width = (x1 - x0).max(if b.named { 3.0 } else { 1.0 });
+            let count = if b.count > 1 {
+                format!(" data-c=\"{}\"", b.count)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "<rect class=\"op o-{}{class}\" x=\"{x0:.2}\" y=\"{y}\" width=\"{width:.2}\" height=\"{h}\" \
+                 data-t0=\"{}\" data-t1=\"{}\"{min} data-k=\"{}\" data-d=\"{}\"{count}/>",
+                b.outcome.as_str(),
+                b.start_us,
+                b.end_us,
+                esc(&b.title),
+                esc(&b.detail)
+            );
+        }
+        out.push_str("</g>\n");
+    }
 }
 
 fn shade(out: &mut String, t0: u64, t1: u64, x0: f64, x1: f64, y: u64, h: u64) {
@@ -610,6 +719,11 @@ code{font:12px ui-monospace,Menlo,Consolas,monospace;background:#f1f3f5;padding:
 .violation path{fill:#e8001c;stroke:#7a0010;stroke-width:1}
 .violation.hl path{stroke:#000;stroke-width:3}
 #sel{fill:rgba(34,139,230,.15);stroke:#228be6;pointer-events:none}
+.lane.oplane .lbg{fill:#fcfcfd;stroke:#f1f3f5}.oname{font-size:10px;fill:#495057}
+.op{cursor:pointer}.o-ok{fill:#8ce99a}.o-failed{fill:#f783ac}.o-unknown{fill:#f59f00}
+.op.o-named{stroke:#c92a2a;stroke-width:1.5}.optail{fill:#f59f00;opacity:.35;pointer-events:none}
+.legend .sw.o-ok{background:#8ce99a}.legend .sw.o-failed{background:#f783ac}
+.legend .sw.o-unknown{background:#f59f00}.legend .sw.o-named{border:2px solid #c92a2a;background:#8ce99a}
 .details{margin:6px 0;padding:6px 8px;background:#f8f9fa;border:1px solid #dee2e6;min-height:20px;white-space:pre-wrap;font:12px ui-monospace,Menlo,Consolas,monospace}
 .tip{position:absolute;max-width:560px;background:#212529;color:#f8f9fa;padding:5px 8px;border-radius:4px;font:12px ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;pointer-events:none;z-index:10}
 .tip b{color:#ffd43b}
@@ -670,7 +784,7 @@ const JS: &str = r##"
         e.setAttribute('x', (ca + cb) / 2);
         e.style.display = cb - ca > 30 ? '' : 'none';
       } else {
-        var min = +(e.dataset.min || 0), x = Math.min(Math.max(a, lo), hi);
+        var min = +(e.dataset.min || (e.classList.contains('op') ? 1 : 0)), x = Math.min(Math.max(a, lo), hi);
         e.setAttribute('x', x);
         e.setAttribute('width', Math.max(Math.min(Math.max(b, lo), hi) - x, min));
       }
@@ -713,7 +827,8 @@ const JS: &str = r##"
     var d = e.dataset, when;
     if (d.t !== undefined) when = fmt(+d.t);
     else when = fmt(+d.t0) + ' \u2013 ' + fmt(+d.t1) + ' (' + fmt(d.t1 - d.t0) + ')';
-    var head = d.k + '  ' + (d.n ? d.n + '  ' : '') + '@ ' + when;
+    var n = d.n || (e.parentNode && e.parentNode.getAttribute && e.parentNode.getAttribute('data-n'));
+    var head = d.k + '  ' + (n ? n + '  ' : '') + '@ ' + when;
     if (d.c) head += '  (\u00d7' + d.c + ')';
     return [head, d.d || ''];
   }
@@ -834,6 +949,7 @@ const JS: &str = r##"
     ' markers:' + svg.querySelectorAll('g.mk').length +
     ' faults:' + svg.querySelectorAll('rect.fault').length +
     ' segments:' + svg.querySelectorAll('rect.seg').length +
+    ' ops:' + svg.querySelectorAll('rect.op').length +
     ' view:' + Math.round(v0 / 1000) + '..' + Math.round(v1 / 1000) + test;
 })();
 "##;
@@ -841,7 +957,8 @@ const JS: &str = r##"
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::tests::{ev, sample};
+    use crate::timeline::tests::{ev, op, sample, sample_ops};
+    use crate::ViolationKind;
 
     #[test]
     fn one_lane_per_node_and_the_violations_in_red() {
@@ -951,6 +1068,122 @@ mod tests {
         assert!(html.len() < 400_000, "{} bytes", html.len());
         assert!(html.matches("<rect class=\"seg").count() < 200);
         assert!(!html.contains("data-k=\"apply\""));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "fast enough"
+        );
+    }
+
+    #[test]
+    fn client_lanes_draw_one_bar_per_op_coloured_by_outcome() {
+        let (seed, trace) = sample();
+        let html = render_with_ops("x", &seed, &trace, &sample_ops());
+        for lane in ["client 0", "client 1", "ddl"] {
+            assert!(
+                html.contains(&format!("<g class=\"lane oplane\" data-lane=\"{lane}\">")),
+                "a lane for {lane}"
+            );
+            assert!(html.contains(&format!("<g class=\"ops\" data-n=\"{lane}\">")));
+        }
+        // Client lanes are not node lanes: the DOM marker's node count stays the trace's.
+        assert_eq!(html.matches("class=\"lane node\"").count(), 4);
+        assert_eq!(
+            html.matches("<rect class=\"op ").count(),
+            8,
+            "one bar per op"
+        );
+        assert_eq!(html.matches("class=\"op o-ok").count(), 5);
+        assert_eq!(html.matches("class=\"op o-failed").count(), 1);
+        assert_eq!(html.matches("class=\"op o-unknown").count(), 2);
+        // The given-up delete stays open to the run's end; the in-flight put already reaches it.
+        assert_eq!(html.matches("<rect class=\"optail\"").count(), 1);
+        assert!(html.contains("data-t0=\"2600000\" data-t1=\"6100000\"/>"));
+        assert!(html.contains(
+            "data-k=\"get c0/k2\" data-d=\"op 2: acknowledged as index 12 term 1\nread &quot;w1&quot;"
+        ));
+        assert!(html.contains("client op outcome unknown (open to the end)"));
+        assert!(html.contains("' ops:' + svg.querySelectorAll('rect.op').length"));
+        // Without a history the page has no client lanes and no op legend.
+        let plain = render("x", &seed, &trace);
+        assert!(!plain.contains("class=\"lane oplane\"") && !plain.contains("<rect class=\"op "));
+        assert!(!plain.contains("client op acknowledged"));
+    }
+
+    #[test]
+    fn ops_a_violation_names_are_outlined_and_drawn_last() {
+        let (seed, trace) = sample();
+        let html = render_with_ops("x", &seed, &trace, &sample_ops());
+        assert_eq!(html.matches(" o-named\" x=").count(), 2);
+        assert!(html.contains("class=\"op o-ok o-named\""));
+        assert!(html.contains("NAMED BY the linearizability violation"));
+        // Within client 1's lane the named ops come after the others.
+        let lane = &html[html.find("data-n=\"client 1\"").unwrap()..];
+        let lane = &lane[..lane.find("</g>").unwrap()];
+        let first_named = lane.find("o-named").unwrap();
+        assert!(!lane[first_named..].contains("class=\"op o-unknown\""));
+        // The outline is not the violation red the screenshot check counts.
+        assert_eq!(html.matches("#e8001c").count(), 2);
+    }
+
+    #[test]
+    fn client_op_keys_values_and_reads_are_escaped() {
+        let (seed, trace) = sample();
+        let mut ops = sample_ops();
+        ops[0].collection = "<c>".into();
+        ops[0].key = Some("k\"<script>".into());
+        ops[0].value = Some("\"<b>&'\"".into());
+        ops[3].read = Some("<img onerror=x>".into());
+        let html = render_with_ops("x", &seed, &trace, &ops);
+        assert!(html.contains("data-k=\"put &lt;c&gt;/k&quot;&lt;script&gt;\""));
+        assert!(html.contains("value &quot;&lt;b&gt;&amp;&#39;&quot;"));
+        assert!(html.contains("read &lt;img onerror=x&gt;"));
+        assert!(!html.contains("<img") && !html.contains("<b>"));
+        assert_eq!(html.matches("<script>").count(), 1, "only our own script");
+    }
+
+    #[test]
+    fn a_30k_op_history_renders_small() {
+        let mut ops = Vec::new();
+        for i in 0..30_000u64 {
+            let outcome = if i % 40 == 0 {
+                OpOutcome::Unknown
+            } else {
+                OpOutcome::Ok
+            };
+            let kind = ["put", "get", "append"][(i % 3) as usize];
+            let mut o = op(
+                Some((i % 5) as u32),
+                i,
+                kind,
+                i * 2,
+                Some(i * 2 + 1),
+                outcome,
+            );
+            if i % 3000 == 11 {
+                o.named_by = vec![ViolationKind::Durability];
+            }
+            ops.push(o);
+        }
+        let seed = SeedReport {
+            sim_ms: 60_000,
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let plain = render("big", &seed, &[]);
+        let html = render_with_ops("big", &seed, &[], &ops);
+        let bars = html.matches("<rect class=\"op ").count();
+        assert!(bars <= crate::timeline::MAX_OP_BARS, "{bars} bars");
+        assert_eq!(
+            html.matches(" o-named\" x=").count(),
+            10,
+            "named ops stay single"
+        );
+        assert!(html.contains("client operations were merged"));
+        assert!(
+            html.len() - plain.len() < 500_000,
+            "{} bytes for the ops",
+            html.len() - plain.len()
+        );
         assert!(
             started.elapsed() < std::time::Duration::from_secs(5),
             "fast enough"

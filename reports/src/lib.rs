@@ -3,8 +3,9 @@
 //! The model types are plain serde structs so the CLI, CI and external scripts can exchange
 //! results as JSON without depending on the simulator. Renderers turn them into a terminal
 //! summary, a per-seed dossier, JSON, JUnit XML, an HTML timeline and Chrome/Perfetto trace
-//! JSON (the last two from a seed's full trace, through [`timeline::Timeline`]). Nothing here
-//! panics on any input: reports may come from older versions or hand-edited files.
+//! JSON (the last two from a seed's full trace and, when given, its client history, through
+//! [`timeline::Timeline`]). Nothing here panics on any input: reports may come from older
+//! versions or hand-edited files.
 
 mod error;
 mod fsutil;
@@ -18,4 +19,7 @@ pub mod timeline;
 
 pub use error::ReportError;
 pub use fsutil::write_atomic;
-pub use model::{CiCase, CiReport, RunReport, SeedReport, TraceEvent, Violation, ViolationKind};
+pub use model::{
+    CiCase, CiReport, ClientOp, OpOutcome, RunReport, SeedReport, TraceEvent, Violation,
+    ViolationKind,
+};

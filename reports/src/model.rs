@@ -132,6 +132,72 @@ pub struct TraceEvent {
     pub detail: String,
 }
 
+/// How a client operation ended, as the client saw it.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpOutcome {
+    /// Acknowledged: it took effect exactly once between invocation and completion.
+    Ok,
+    /// Definitely refused: it did not take effect.
+    Failed,
+    /// No answer (the client gave up, or the run ended first): it may take effect at any time
+    /// after its invocation, or never.
+    #[default]
+    Unknown,
+}
+
+impl OpOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpOutcome::Ok => "ok",
+            OpOutcome::Failed => "failed",
+            OpOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// One client operation and what its client saw: the history the durability and
+/// linearizability checkers judge, for the timeline's client lanes. Only kept with a seed's full
+/// trace (the replay and `--out` renderings), never in sweep reports.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientOp {
+    /// The workload client that issued it; `None` for a one-off client (DDL).
+    #[serde(default)]
+    pub client: Option<u32>,
+    /// The client's operation number (its session sequence).
+    #[serde(default)]
+    pub seq: u64,
+    /// `put`, `get`, `delete`, `append`, `drop` or `create`.
+    pub op: String,
+    #[serde(default)]
+    pub collection: String,
+    /// The document, for document operations.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// What a put or append wrote, shown as the checkers' messages show it.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Simulated µs, on the trace's clock.
+    pub invoked_us: u64,
+    /// When the client's call returned (acknowledged, refused or given up); `None`: still in
+    /// flight when the run ended.
+    #[serde(default)]
+    pub completed_us: Option<u64>,
+    #[serde(default)]
+    pub outcome: OpOutcome,
+    /// The entry the acknowledgement named.
+    #[serde(default)]
+    pub index: Option<u64>,
+    #[serde(default)]
+    pub term: Option<u64>,
+    /// What an acknowledged read returned (`<absent>`: no document).
+    #[serde(default)]
+    pub read: Option<String>,
+    /// The kinds of the violations whose findings name this operation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_by: Vec<ViolationKind>,
+}
+
 /// Result of one seed.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct SeedReport {

@@ -5,11 +5,14 @@
 //! simulation's. One process per node (`pid`), named and sorted by metadata events; role spans
 //! are complete events (`X`), markers and violations instant events (`i`), per-node activity a
 //! counter (`C`), and the faults get a process of their own with one thread per overlapping row.
+//! With the client history, every client operation is a complete event on its client's thread
+//! of a `client operations` process (a client's overlapping operations, e.g. concurrent DDL,
+//! go to extra threads of that client).
 
 use serde_json::{json, Value};
 
-use crate::timeline::{Timeline, CLUSTER_LANE};
-use crate::{SeedReport, TraceEvent};
+use crate::timeline::{op_span, op_title, Timeline, CLUSTER_LANE};
+use crate::{ClientOp, OpOutcome, SeedReport, TraceEvent};
 
 /// Thread of every node process (roles and markers share it so markers sit on the role track).
 const TID: u64 = 1;
@@ -17,6 +20,20 @@ const TID: u64 = 1;
 /// Renders `seed` (of `scenario`) from its full trace.
 pub fn render(scenario: &str, seed: &SeedReport, trace: &[TraceEvent]) -> String {
     render_timeline(scenario, seed, &Timeline::build(seed, trace))
+}
+
+/// Renders `seed` from its full trace with its client history.
+pub fn render_with_ops(
+    scenario: &str,
+    seed: &SeedReport,
+    trace: &[TraceEvent],
+    ops: &[ClientOp],
+) -> String {
+    render_timeline(
+        scenario,
+        seed,
+        &Timeline::build(seed, trace).with_client_ops(ops),
+    )
 }
 
 /// Renders an already built timeline.
@@ -156,6 +173,8 @@ pub fn render_timeline(scenario: &str, seed: &SeedReport, t: &Timeline) -> Strin
         ));
     }
 
+    client_ops(&mut ev, t, pid_of(t.lanes.len() + 1));
+
     let doc = json!({
         "traceEvents": ev,
         "displayTimeUnit": "ms",
@@ -170,6 +189,77 @@ pub fn render_timeline(scenario: &str, seed: &SeedReport, t: &Timeline) -> Strin
     });
     // Serializing a Value cannot fail; an empty document would still load.
     serde_json::to_string(&doc).unwrap_or_else(|_| "{\"traceEvents\":[]}".to_string())
+}
+
+/// Every client operation as a complete event, on its client's thread of process `pid`.
+fn client_ops(ev: &mut Vec<Value>, t: &Timeline, pid: u64) {
+    if t.ops.is_empty() {
+        return;
+    }
+    ev.push(meta(
+        "process_name",
+        pid,
+        0,
+        json!({ "name": "client operations" }),
+    ));
+    ev.push(meta(
+        "process_sort_index",
+        pid,
+        0,
+        json!({ "sort_index": t.lanes.len() }),
+    ));
+    // Per lane, the end of each of its threads' last operation and the threads' ids.
+    let mut rows: Vec<Vec<(u64, u64)>> = vec![Vec::new(); t.op_lanes.len()];
+    let mut next_tid = 1u64;
+    for (lane, op) in &t.ops {
+        let Some(lane_rows) = rows.get_mut(*lane) else {
+            continue;
+        };
+        let (start, end) = op_span(op, t.end_us);
+        let tid = match lane_rows.iter_mut().find(|(e, _)| *e <= start) {
+            Some(row) => {
+                row.0 = end;
+                row.1
+            }
+            None => {
+                let tid = next_tid;
+                next_tid += 1;
+                let name = &t.op_lanes[*lane];
+                let name = match lane_rows.len() {
+                    0 => name.clone(),
+                    n => format!("{name} ({})", n + 1),
+                };
+                ev.push(meta("thread_name", pid, tid, json!({ "name": name })));
+                ev.push(meta(
+                    "thread_sort_index",
+                    pid,
+                    tid,
+                    json!({ "sort_index": tid }),
+                ));
+                lane_rows.push((end, tid));
+                tid
+            }
+        };
+        let named = !op.named_by.is_empty();
+        let mut e = json!({
+            "name": op_title(op), "cat": if named { "client-op,named" } else { "client-op" },
+            "ph": "X", "ts": start, "dur": end - start, "pid": pid, "tid": tid,
+            "args": {
+                "client": op.client, "seq": op.seq, "outcome": op.outcome.as_str(),
+                "collection": op.collection, "key": op.key, "value": op.value,
+                "read": op.read, "index": op.index, "term": op.term,
+                "completed_us": op.completed_us,
+                "named_by": op.named_by.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            },
+        });
+        if named {
+            e["cname"] = json!("terrible");
+        } else if op.outcome == OpOutcome::Unknown {
+            e["args"]["note"] =
+                json!("outcome unknown: may take effect any time after its invocation, or never");
+        }
+        ev.push(e);
+    }
 }
 
 fn pid_of(lane: usize) -> u64 {
@@ -314,6 +404,65 @@ mod tests {
                 assert!(w[0].1 <= w[1].0, "{thread:?}: {w:?}");
             }
         }
+    }
+
+    #[test]
+    fn client_ops_are_slices_on_per_client_threads() {
+        let (seed, trace) = sample();
+        let mut ops = crate::timeline::tests::sample_ops();
+        // Two concurrent DDL operations: the second goes to a second thread of that lane.
+        let mut other = ops[6].clone();
+        other.seq = 2;
+        other.invoked_us += 10_000;
+        ops.push(other);
+        let events = check_schema(&render_with_ops("x", &seed, &trace, &ops));
+        let pid = events
+            .iter()
+            .find(|e| e["name"] == "process_name" && e["args"]["name"] == "client operations")
+            .map(|e| e["pid"].as_u64().unwrap())
+            .expect("a client operations process");
+        let threads: BTreeMap<u64, String> = events
+            .iter()
+            .filter(|e| e["pid"] == pid && e["name"] == "thread_name")
+            .map(|e| {
+                (
+                    e["tid"].as_u64().unwrap(),
+                    e["args"]["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let names: BTreeSet<&str> = threads.values().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["client 0", "client 1", "ddl", "ddl (2)"])
+        );
+        let slices: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["pid"] == pid && e["ph"] == "X")
+            .collect();
+        assert_eq!(slices.len(), ops.len(), "every op is a slice");
+        let read = slices.iter().find(|e| e["name"] == "get c0/k2").unwrap();
+        assert_eq!(threads[&read["tid"].as_u64().unwrap()], "client 1");
+        assert_eq!(
+            (read["ts"].as_u64(), read["dur"].as_u64()),
+            (Some(1_600_000), Some(300_000))
+        );
+        assert_eq!(read["args"]["outcome"], "ok");
+        assert_eq!(read["args"]["index"], 12);
+        assert_eq!(read["args"]["read"], "\"w1\"");
+        assert_eq!(read["cname"], "terrible");
+        assert_eq!(
+            read["args"]["named_by"],
+            json!(["linearizability", "durability"])
+        );
+        let open = slices
+            .iter()
+            .find(|e| e["args"]["outcome"] == "unknown" && e["args"]["completed_us"].is_null())
+            .unwrap();
+        assert_eq!(
+            open["ts"].as_u64().unwrap() + open["dur"].as_u64().unwrap(),
+            6_100_000
+        );
     }
 
     #[test]

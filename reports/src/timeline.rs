@@ -1,13 +1,15 @@
 //! The timeline of one seed, derived from its full trace: per-node role segments, fault windows
-//! and markers. Built once and shared by the HTML and Perfetto renderers so both tell the same
-//! story. Events that are neither role changes nor markers (`apply`, `commit`, ...) are only
-//! counted per time bucket: a 100k-event trace becomes a few hundred shapes, not 100k.
+//! and markers, and (when the client history is given) one lane of operations per client. Built
+//! once and shared by the HTML and Perfetto renderers so both tell the same story. Events that
+//! are neither role changes nor markers (`apply`, `commit`, ...) are only counted per time
+//! bucket: a 100k-event trace becomes a few hundred shapes, not 100k.
 //!
 //! Only reads the trace; nothing here can change it or its hash.
 
 use std::collections::BTreeMap;
 
-use crate::{SeedReport, TraceEvent};
+use crate::text::secs_us;
+use crate::{ClientOp, OpOutcome, SeedReport, TraceEvent, ViolationKind};
 
 /// The lane for controller markers and violations that belong to no single node.
 pub const CLUSTER_LANE: &str = "cluster";
@@ -52,6 +54,13 @@ const THIN_BUCKETS: u64 = 2000;
 
 /// Fault windows are packed into at most this many rows; more overlap share the last row.
 pub const MAX_FAULT_ROWS: usize = 6;
+
+/// Above this many client operations, the HTML's operation bars of one client with one outcome
+/// that start in the same time slice are merged into one bar (with a count). The Perfetto
+/// export keeps every operation.
+pub const MAX_OP_BARS: usize = 2000;
+/// Operations a violation names stay single bars when merging, up to this many.
+pub const MAX_NAMED_OP_BARS: usize = 500;
 
 /// What a node is doing over a stretch of time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +155,25 @@ pub struct Marker {
     pub violation: bool,
 }
 
+/// What the HTML draws of client operations: one operation, or several merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpBar {
+    /// Index into [`Timeline::op_lanes`].
+    pub lane: usize,
+    pub start_us: u64,
+    /// When the client's call returned, clamped to the run; the run's end for an operation still
+    /// in flight. An unknown outcome stays open after this (drawn to the run's end).
+    pub end_us: u64,
+    pub outcome: OpOutcome,
+    /// A violation names it (or one of the operations merged into it).
+    pub named: bool,
+    /// Operations merged into this bar (1 when not merged).
+    pub count: u32,
+    /// `put c0/k3`, or `12 ops` for a merged bar.
+    pub title: String,
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeline {
     /// End of the drawn time range (at least 1 µs).
@@ -158,6 +186,16 @@ pub struct Timeline {
     pub markers: Vec<Marker>,
     /// Non-violation markers merged away by thinning (0 for ordinary traces).
     pub thinned: usize,
+    /// Client-operation lanes, `client N` in client order then `ddl`; empty without a client
+    /// history (see [`Timeline::with_client_ops`]).
+    pub op_lanes: Vec<String>,
+    /// Every client operation with its lane, by invocation time (Perfetto draws them all).
+    pub ops: Vec<(usize, ClientOp)>,
+    /// What the HTML draws of them: one bar per operation, merged past [`MAX_OP_BARS`]; named
+    /// operations last, so they are drawn on top.
+    pub op_bars: Vec<OpBar>,
+    /// Operations merged into other bars (0 for ordinary histories).
+    pub ops_merged: usize,
 }
 
 impl Timeline {
@@ -278,7 +316,48 @@ impl Timeline {
             fault_rows,
             markers,
             thinned,
+            op_lanes: Vec::new(),
+            ops: Vec::new(),
+            op_bars: Vec::new(),
+            ops_merged: 0,
         }
+    }
+
+    /// Adds the seed's client history: one lane per client, each operation a bar from its
+    /// invocation to its completion. Times are clamped to the run; the time range is unchanged.
+    pub fn with_client_ops(mut self, ops: &[ClientOp]) -> Timeline {
+        let mut clients: Vec<Option<u32>> = ops.iter().map(|o| o.client).collect();
+        clients.sort_by_key(|c| (c.is_none(), *c));
+        clients.dedup();
+        self.op_lanes = clients.iter().map(|c| op_lane_name(*c)).collect();
+        let lane_of: BTreeMap<Option<u32>, usize> =
+            clients.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+        let mut laned: Vec<(usize, ClientOp)> = ops
+            .iter()
+            .map(|o| (lane_of.get(&o.client).copied().unwrap_or(0), o.clone()))
+            .collect();
+        laned.sort_by_key(|(_, o)| o.invoked_us); // stable: equal times keep history order
+        let mut bars: Vec<OpBar> = laned
+            .iter()
+            .map(|(lane, o)| {
+                let (start_us, end_us) = op_span(o, self.end_us);
+                OpBar {
+                    lane: *lane,
+                    start_us,
+                    end_us,
+                    outcome: o.outcome,
+                    named: !o.named_by.is_empty(),
+                    count: 1,
+                    title: op_title(o),
+                    detail: op_detail(o),
+                }
+            })
+            .collect();
+        self.ops_merged = thin_ops(&mut bars, self.end_us);
+        bars.sort_by_key(|b| (b.named, outcome_rank(b.outcome), b.start_us, b.lane));
+        self.ops = laned;
+        self.op_bars = bars;
+        self
     }
 
     /// Node lanes (everything but the cluster lane).
@@ -441,6 +520,141 @@ fn pack_rows(faults: &mut [FaultWindow], end_us: u64) -> usize {
     row_ends.len()
 }
 
+/// The lane of a client's operations.
+pub fn op_lane_name(client: Option<u32>) -> String {
+    match client {
+        Some(c) => format!("client {c}"),
+        None => "ddl".to_string(),
+    }
+}
+
+/// `[start, end]` of an operation within `[0, end_us]`: from invocation to the client's answer
+/// (or the run's end when it never came).
+pub fn op_span(o: &ClientOp, end_us: u64) -> (u64, u64) {
+    let start = o.invoked_us.min(end_us);
+    let end = o.completed_us.unwrap_or(end_us).clamp(start, end_us);
+    (start, end)
+}
+
+/// `put c0/k3`; `drop c1` for collection operations.
+pub fn op_title(o: &ClientOp) -> String {
+    match &o.key {
+        Some(k) => format!("{} {}/{k}", o.op, o.collection),
+        None => format!("{} {}", o.op, o.collection),
+    }
+}
+
+/// Its number, how it ended, what it wrote or read, and which violations name it (the lane
+/// names the client).
+pub fn op_detail(o: &ClientOp) -> String {
+    let mut d = format!("op {}: ", o.seq);
+    match (o.outcome, o.completed_us) {
+        (OpOutcome::Ok, _) => {
+            d.push_str("acknowledged");
+            if let (Some(i), Some(t)) = (o.index, o.term) {
+                d.push_str(&format!(" as index {i} term {t}"));
+            }
+        }
+        (OpOutcome::Failed, _) => d.push_str("failed (did not take effect)"),
+        (OpOutcome::Unknown, Some(t)) => d.push_str(&format!(
+            "outcome unknown: the client gave up at {}; it may take effect any time after its \
+             invocation, or never",
+            secs_us(t)
+        )),
+        (OpOutcome::Unknown, None) => d.push_str("still in flight when the run ended"),
+    }
+    if let Some(v) = &o.value {
+        d.push_str(&format!("\nvalue {v}"));
+    }
+    if let Some(r) = &o.read {
+        d.push_str(&format!("\nread {r}"));
+    }
+    if !o.named_by.is_empty() {
+        let kinds: Vec<&str> = o.named_by.iter().map(ViolationKind::as_str).collect();
+        d.push_str(&format!("\nNAMED BY the {} violation", kinds.join(" and ")));
+    }
+    d
+}
+
+/// Drawing order: failures and unknown outcomes over acknowledged operations.
+fn outcome_rank(o: OpOutcome) -> u8 {
+    match o {
+        OpOutcome::Ok => 0,
+        OpOutcome::Failed => 1,
+        OpOutcome::Unknown => 2,
+    }
+}
+
+/// Merges operation bars of one lane and outcome that start in one time slice when there are
+/// more than [`MAX_OP_BARS`], coarsening the slices until they fit; named operations stay
+/// single (up to [`MAX_NAMED_OP_BARS`]). Returns how many operations were merged away.
+fn thin_ops(bars: &mut Vec<OpBar>, end_us: u64) -> usize {
+    if bars.len() <= MAX_OP_BARS {
+        return 0;
+    }
+    let before = bars.len();
+    let (mut kept, mut rest) = (Vec::new(), Vec::new());
+    for b in bars.drain(..) {
+        if b.named && kept.len() < MAX_NAMED_OP_BARS {
+            kept.push(b);
+        } else {
+            rest.push(b);
+        }
+    }
+    let budget = MAX_OP_BARS - kept.len();
+    let mut buckets = THIN_BUCKETS;
+    let groups = loop {
+        // Per (lane, outcome, slice): the merged bar and how many of each operation it holds.
+        type Group = (OpBar, BTreeMap<String, u32>);
+        let mut groups: BTreeMap<(usize, u8, usize), Group> = BTreeMap::new();
+        for b in &rest {
+            let op = b.title.split(' ').next().unwrap_or("op").to_string();
+            let key = (
+                b.lane,
+                outcome_rank(b.outcome),
+                bucket_of(b.start_us, end_us, buckets),
+            );
+            match groups.get_mut(&key) {
+                Some((g, kinds)) => {
+                    g.start_us = g.start_us.min(b.start_us);
+                    g.end_us = g.end_us.max(b.end_us);
+                    g.named |= b.named;
+                    g.count = g.count.saturating_add(b.count);
+                    *kinds.entry(op).or_default() += 1;
+                }
+                None => {
+                    groups.insert(key, (b.clone(), BTreeMap::from([(op, 1)])));
+                }
+            }
+        }
+        if groups.len() <= budget || buckets == 1 {
+            break groups;
+        }
+        buckets /= 2;
+    };
+    for (mut g, kinds) in groups.into_values() {
+        if g.count > 1 {
+            let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            g.title = format!("{} ops", g.count);
+            g.detail = format!(
+                "{} {} operations of this client merged to keep the page light: {}{}\n\
+                 zoom in the Perfetto export to see each one",
+                g.count,
+                g.outcome.as_str(),
+                kinds.join(", "),
+                if g.named {
+                    "\nincludes operations a violation names"
+                } else {
+                    ""
+                }
+            );
+        }
+        kept.push(g);
+    }
+    *bars = kept;
+    before - bars.len()
+}
+
 /// Merges same-kind markers of a lane that fall into one time bucket when there are too many
 /// to draw, coarsening the buckets until they fit. Returns how many markers were merged away.
 fn thin(markers: &mut Vec<Marker>, end_us: u64) -> usize {
@@ -545,6 +759,145 @@ pub(crate) mod tests {
             ..Default::default()
         };
         (seed, trace)
+    }
+
+    pub(crate) fn op(
+        client: Option<u32>,
+        seq: u64,
+        op: &str,
+        invoked_ms: u64,
+        completed_ms: Option<u64>,
+        outcome: OpOutcome,
+    ) -> ClientOp {
+        ClientOp {
+            client,
+            seq,
+            op: op.into(),
+            collection: "c0".into(),
+            key: client.map(|_| format!("k{}", seq % 3)),
+            value: matches!(op, "put" | "append").then(|| format!("\"w{seq}\"")),
+            invoked_us: invoked_ms * 1000,
+            completed_us: completed_ms.map(|t| t * 1000),
+            outcome,
+            index: (outcome == OpOutcome::Ok).then_some(10 + seq),
+            term: (outcome == OpOutcome::Ok).then_some(1),
+            read: (op == "get" && outcome == OpOutcome::Ok).then(|| "\"w1\"".into()),
+            named_by: vec![],
+        }
+    }
+
+    /// Two workload clients and a DDL client: acknowledged, failed, given-up and in-flight
+    /// operations; client 1's stale read and the put it missed are named by a violation.
+    pub(crate) fn sample_ops() -> Vec<ClientOp> {
+        use OpOutcome::*;
+        let mut ops = vec![
+            op(Some(0), 1, "put", 100, Some(120), Ok),
+            op(Some(1), 1, "put", 110, Some(130), Ok),
+            op(Some(0), 2, "append", 200, Some(210), Ok),
+            op(Some(1), 2, "get", 1600, Some(1900), Ok),
+            op(Some(0), 3, "delete", 1550, Some(2600), Unknown),
+            op(Some(0), 4, "put", 2700, Some(2720), Failed),
+            op(None, 1, "create", 5000, Some(5050), Ok),
+            op(Some(1), 3, "put", 6000, None, Unknown),
+        ];
+        ops[1].named_by = vec![ViolationKind::Linearizability];
+        ops[3].named_by = vec![ViolationKind::Linearizability, ViolationKind::Durability];
+        ops
+    }
+
+    #[test]
+    fn client_ops_get_a_lane_per_client_and_a_bar_per_op() {
+        let (seed, trace) = sample();
+        let t = Timeline::build(&seed, &trace);
+        assert!(t.op_lanes.is_empty() && t.op_bars.is_empty());
+        let t = t.with_client_ops(&sample_ops());
+        assert_eq!(t.op_lanes, ["client 0", "client 1", "ddl"]);
+        assert_eq!((t.ops.len(), t.op_bars.len(), t.ops_merged), (8, 8, 0));
+        let starts: Vec<u64> = t.ops.iter().map(|(_, o)| o.invoked_us / 1000).collect();
+        assert!(starts.windows(2).all(|w| w[0] <= w[1]), "by invocation");
+        // Named operations come last, so the HTML draws them on top.
+        let named: Vec<bool> = t.op_bars.iter().map(|b| b.named).collect();
+        assert_eq!(
+            named,
+            [false, false, false, false, false, false, true, true]
+        );
+        let bar = |lane: usize, start_ms: u64| {
+            t.op_bars
+                .iter()
+                .find(|b| b.lane == lane && b.start_us == start_ms * 1000)
+                .unwrap()
+        };
+        let read = bar(1, 1600);
+        assert_eq!(read.title, "get c0/k2");
+        assert_eq!(read.end_us, 1_900_000);
+        assert!(read.detail.contains("acknowledged as index 12 term 1"));
+        assert!(read.detail.contains("read \"w1\""));
+        assert!(read
+            .detail
+            .contains("NAMED BY the linearizability and durability violation"));
+        assert!(bar(1, 110).detail.contains("value \"w1\""));
+        let gave_up = bar(0, 1550);
+        assert_eq!(gave_up.outcome, OpOutcome::Unknown);
+        assert_eq!(gave_up.end_us, 2_600_000);
+        assert!(
+            gave_up.detail.contains("gave up at 2.600000s"),
+            "{}",
+            gave_up.detail
+        );
+        assert!(bar(0, 2700).detail.contains("failed"));
+        let ddl = bar(2, 5000);
+        assert_eq!(ddl.title, "create c0");
+        assert!(ddl.detail.starts_with("op 1: acknowledged"));
+        // Still in flight when the run ended: drawn to the end.
+        let open = bar(1, 6000);
+        assert_eq!(open.end_us, t.end_us);
+        assert!(open.detail.contains("still in flight"));
+    }
+
+    #[test]
+    fn a_huge_history_is_merged_but_named_ops_stay_single() {
+        let mut ops = Vec::new();
+        for i in 0..30_000u64 {
+            let outcome = if i % 50 == 0 {
+                OpOutcome::Unknown
+            } else {
+                OpOutcome::Ok
+            };
+            let mut o = op(
+                Some((i % 4) as u32),
+                i,
+                "put",
+                i * 2,
+                Some(i * 2 + 1),
+                outcome,
+            );
+            if i % 1000 == 7 {
+                o.named_by = vec![ViolationKind::Linearizability];
+            }
+            ops.push(o);
+        }
+        let seed = SeedReport {
+            sim_ms: 60_000,
+            ..Default::default()
+        };
+        let t = Timeline::build(&seed, &[]).with_client_ops(&ops);
+        assert_eq!(t.ops.len(), 30_000, "every op is kept for Perfetto");
+        assert!(t.op_bars.len() <= MAX_OP_BARS, "{}", t.op_bars.len());
+        assert_eq!(
+            t.op_bars.iter().map(|b| b.count as usize).sum::<usize>(),
+            30_000
+        );
+        assert_eq!(t.ops_merged, 30_000 - t.op_bars.len());
+        let single_named = t.op_bars.iter().filter(|b| b.named && b.count == 1);
+        assert_eq!(single_named.count(), 30);
+        // Merged bars keep one outcome and one lane, and say what they hold.
+        let merged = t.op_bars.iter().find(|b| b.count > 1).unwrap();
+        assert_eq!(merged.title, format!("{} ops", merged.count));
+        assert!(merged.detail.contains("put "), "{}", merged.detail);
+        assert!(t
+            .op_bars
+            .iter()
+            .any(|b| b.count > 1 && b.outcome == OpOutcome::Unknown));
     }
 
     fn roles(t: &Timeline, lane: &str) -> Vec<(u64, Role)> {

@@ -514,12 +514,14 @@ fn write_out(dir: &Path, r: &SweepResult, s: &Sweep) -> Result<bool, UsageError>
             })
         });
         for f in batch {
-            let (trace, hash) = match (r.traces.get(&f.seed), &rerun) {
-                (Some(t), _) => (t, f.trace_hash.as_str()),
+            let (trace, ops, hash) = match (r.traces.get(&f.seed), &rerun) {
+                (Some(t), _) => (t, r.client_ops.get(&f.seed), f.trace_hash.as_str()),
                 (None, Some(rr)) => {
                     let now = rr.all.iter().find(|x| x.seed == f.seed);
                     match (rr.traces.get(&f.seed), now) {
-                        (Some(t), Some(now)) => (t, now.trace_hash.as_str()),
+                        (Some(t), Some(now)) => {
+                            (t, rr.client_ops.get(&f.seed), now.trace_hash.as_str())
+                        }
                         _ => continue,
                     }
                 }
@@ -535,7 +537,8 @@ fn write_out(dir: &Path, r: &SweepResult, s: &Sweep) -> Result<bool, UsageError>
                 continue;
             }
             let stem = dir.join(format!("{name}-seed-{}", f.seed));
-            write_trace_files(&stem, &r.report.scenario, f, trace)?;
+            let ops = ops.map_or(&[][..], Vec::as_slice);
+            write_trace_files(&stem, &r.report.scenario, f, trace, ops)?;
             written += 1;
         }
     }
@@ -547,14 +550,16 @@ fn write_out(dir: &Path, r: &SweepResult, s: &Sweep) -> Result<bool, UsageError>
     Ok(reproduced)
 }
 
-/// `<stem>.html`, `<stem>.perfetto.json` and `<stem>.trace.txt` of one seed.
+/// `<stem>.html`, `<stem>.perfetto.json` and `<stem>.trace.txt` of one seed; `ops` is its
+/// client history (the timelines' client lanes).
 fn write_trace_files(
     stem: &Path,
     scenario: &str,
     seed: &SeedReport,
     trace: &[TraceEvent],
+    ops: &[reports::ClientOp],
 ) -> Result<(), UsageError> {
-    let timeline = reports::timeline::Timeline::build(seed, trace);
+    let timeline = reports::timeline::Timeline::build(seed, trace).with_client_ops(ops);
     let with_ext = |ext: &str| {
         let mut p = stem.as_os_str().to_owned();
         p.push(ext);
@@ -691,6 +696,7 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
         print_result(&r, false, false);
         let now = &r.all[0];
         let trace = r.traces.get(&f.seed).map_or(&[][..], Vec::as_slice);
+        let ops = r.client_ops.get(&f.seed).map_or(&[][..], Vec::as_slice);
         // Render the saved report (its replay command) when the replay reproduced it; after a
         // mismatch only the new run's report describes this trace.
         let shown = if now.trace_hash == f.trace_hash {
@@ -721,14 +727,14 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
         if let Some(file) = &o.html {
             write_file(
                 file,
-                reports::html::render(&saved.scenario, shown, trace).as_bytes(),
+                reports::html::render_with_ops(&saved.scenario, shown, trace, ops).as_bytes(),
             )?;
             println!("wrote {}", file.display());
         }
         if let Some(file) = &o.perfetto {
             write_file(
                 file,
-                reports::perfetto::render(&saved.scenario, shown, trace).as_bytes(),
+                reports::perfetto::render_with_ops(&saved.scenario, shown, trace, ops).as_bytes(),
             )?;
             println!("wrote {}", file.display());
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use engine::Knobs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use reports::{RunReport, SeedReport, TraceEvent};
+use reports::{ClientOp, RunReport, SeedReport, TraceEvent};
 
 use crate::scenario::Scenario;
 use crate::world::{run_seed, SeedOptions};
@@ -29,6 +29,8 @@ pub struct SweepResult {
     pub report: RunReport,
     /// Full traces, when requested.
     pub traces: BTreeMap<u64, Vec<TraceEvent>>,
+    /// Client histories (with the operations findings name), alongside the full traces.
+    pub client_ops: BTreeMap<u64, Vec<ClientOp>>,
     /// Seeds whose two runs gave different trace hashes: (seed, first, second).
     pub nondeterministic: Vec<(u64, String, String)>,
     pub all: Vec<SeedReport>,
@@ -47,8 +49,10 @@ pub fn sweep(s: &Sweep) -> SweepResult {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failures = AtomicU64::new(0);
-    let results: Mutex<BTreeMap<u64, (SeedReport, Option<Vec<TraceEvent>>, Option<String>)>> =
-        Mutex::new(BTreeMap::new());
+    // Per seed: its report, its full trace and history (when kept), the second run's hash.
+    type Kept = (Option<Vec<TraceEvent>>, Option<Vec<ClientOp>>);
+    type Done = (SeedReport, Kept, Option<String>);
+    let results: Mutex<BTreeMap<u64, Done>> = Mutex::new(BTreeMap::new());
     let bar = if s.progress {
         ProgressBar::with_draw_target(Some(s.seeds.len() as u64), ProgressDrawTarget::stderr())
     } else {
@@ -98,7 +102,7 @@ pub fn sweep(s: &Sweep) -> SweepResult {
                 results
                     .lock()
                     .unwrap()
-                    .insert(seed, (r.report, r.full_trace, second));
+                    .insert(seed, (r.report, (r.full_trace, r.client_ops), second));
             });
         }
     });
@@ -106,9 +110,10 @@ pub fn sweep(s: &Sweep) -> SweepResult {
     let mut report = RunReport::new(s.scenario.name.clone());
     report.bugs = s.knobs.iter().map(|b| b.to_string()).collect();
     let mut traces = BTreeMap::new();
+    let mut client_ops = BTreeMap::new();
     let mut nondeterministic = Vec::new();
     let mut all = Vec::new();
-    for (seed, (r, trace, second)) in results.into_inner().unwrap() {
+    for (seed, (r, (trace, ops), second)) in results.into_inner().unwrap() {
         if let Some(h2) = second {
             if h2 != r.trace_hash {
                 nondeterministic.push((seed, r.trace_hash.clone(), h2));
@@ -117,6 +122,9 @@ pub fn sweep(s: &Sweep) -> SweepResult {
         if let Some(t) = trace {
             traces.insert(seed, t);
         }
+        if let Some(ops) = ops {
+            client_ops.insert(seed, ops);
+        }
         all.push(r.clone());
         report.add(r);
     }
@@ -124,6 +132,7 @@ pub fn sweep(s: &Sweep) -> SweepResult {
     SweepResult {
         report,
         traces,
+        client_ops,
         nondeterministic,
         all,
     }

@@ -441,6 +441,125 @@ fn run_out_writes_timeline_perfetto_and_trace_and_replay_around_prints_a_window(
     }
 }
 
+/// `put c0/k1 (client 0, op 115)` in a finding: (op, document, client, op number).
+fn named_op(message: &str) -> Option<(String, String, u32, u64)> {
+    let at = message.find(" (client ")?;
+    let mut words = message[..at].rsplit(' ');
+    let doc = words.next()?.to_string();
+    let op = words.next()?.to_string();
+    let rest = &message[at + " (client ".len()..];
+    let (client, rest) = rest.split_once(", op ")?;
+    let seq = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    Some((op, doc, client.parse().ok()?, seq.parse().ok()?))
+}
+
+#[test]
+fn replay_html_draws_client_lanes_and_outlines_the_ops_a_finding_names() {
+    let d = tmpdir("oplanes");
+    let scn = "simultaneous-restart-volatile-term";
+    // A sweep's JSON report keeps no client history: only full-trace renderings do. Seed 339
+    // has a linearizability finding naming a read answered from another operation's entry;
+    // should engine changes move it, a durability finding naming a lost write stands in.
+    let o = faultline(&["run", scn, "--seed", "330", "--seeds", "20", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let sweep = stdout(&o);
+    for field in ["invoked_us", "named_by", "client_ops"] {
+        assert!(!sweep.contains(field), "no `{field}` in a sweep report");
+    }
+    let report: serde_json::Value = serde_json::from_str(&sweep).unwrap();
+    // The first seed whose linearizability finding (else durability finding) names a client
+    // operation (`get c0/k96 (client 0, op 140)`).
+    let mut pick = None;
+    for kind in ["linearizability", "durability"] {
+        for f in report["failures"].as_array().unwrap() {
+            for v in f["violations"].as_array().unwrap() {
+                if let (true, None, Some(named)) = (
+                    v["kind"] == kind,
+                    &pick,
+                    named_op(v["message"].as_str().unwrap()),
+                ) {
+                    pick = Some((f.clone(), kind, named));
+                }
+            }
+        }
+    }
+    let (seed, kind, (op, doc, client, seq)) =
+        pick.expect("a seed with a finding that names a client operation");
+    let path = d.join("run.json");
+    std::fs::write(&path, &sweep).unwrap();
+    let (html, perfetto) = (d.join("seed.html"), d.join("seed.perfetto.json"));
+    let s = seed["seed"].to_string();
+    let o = faultline(&[
+        "replay",
+        path.to_str().unwrap(),
+        "--seed",
+        &s,
+        "--html",
+        html.to_str().unwrap(),
+        "--perfetto",
+        perfetto.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).contains("matches the report"), "{}", stdout(&o));
+    let page = std::fs::read_to_string(&html).unwrap();
+
+    // A lane per workload client (the scenario runs two); they are not node lanes.
+    for lane in ["client 0", "client 1"] {
+        assert!(
+            page.contains(&format!("class=\"lane oplane\" data-lane=\"{lane}\"")),
+            "a lane for {lane}"
+        );
+    }
+    assert!(!page.contains("class=\"lane node\" data-lane=\"client"));
+    // Nothing was merged at this size, so every acknowledged op is one green bar.
+    assert!(!page.contains("client operations were merged"));
+    assert_eq!(
+        page.matches("<rect class=\"op o-ok").count() as u64,
+        seed["ops_acked"].as_u64().unwrap()
+    );
+    // The op the finding names is outlined, on its client's lane, with what it did.
+    let lane = &page[page
+        .find(&format!("<g class=\"ops\" data-n=\"client {client}\">"))
+        .unwrap()..];
+    let lane = &lane[..lane.find("</g>").unwrap()];
+    let bar = lane
+        .split("<rect ")
+        .find(|l| {
+            l.contains(" o-named\" x=")
+                && l.contains(&format!("data-k=\"{op} {doc}\""))
+                && l.contains(&format!("data-d=\"op {seq}: "))
+        })
+        .unwrap_or_else(|| panic!("no outlined {op} {doc} (client {client}, op {seq})"));
+    assert!(bar.contains(&format!("NAMED BY the {kind}")), "{bar}");
+
+    // Perfetto: every op a slice on its client's thread, the named one flagged.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&perfetto).unwrap()).unwrap();
+    let events = v["traceEvents"].as_array().unwrap();
+    let pid = events
+        .iter()
+        .find(|e| e["name"] == "process_name" && e["args"]["name"] == "client operations")
+        .expect("a client operations process")["pid"]
+        .clone();
+    let ops: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["pid"] == pid && e["ph"] == "X")
+        .collect();
+    assert_eq!(
+        ops.iter().filter(|e| e["args"]["outcome"] == "ok").count() as u64,
+        seed["ops_acked"].as_u64().unwrap()
+    );
+    assert!(ops.iter().any(|e| e["name"] == format!("{op} {doc}")
+        && e["args"]["client"] == client
+        && e["args"]["seq"] == seq
+        && e["cname"] == "terrible"));
+    eprintln!(
+        "seed {s}: {} client ops, HTML {} bytes",
+        ops.len(),
+        page.len()
+    );
+}
+
 #[test]
 fn bench_quick_reports_every_figure_as_json() {
     let o = faultline(&["bench", "--quick", "--json"]);

@@ -29,16 +29,14 @@ pub struct Durability;
 
 impl AtRest for Durability {
     fn check(&self, c: &Cluster<'_>, _: &mut Vec<String>) -> Vec<Violation> {
-        let mut out: Vec<Violation> = check_acks(c.ops, c.model, c.at_ms)
-            .into_iter()
-            .filter(|v| v.kind == ViolationKind::Durability)
-            .collect();
+        let (mut out, named) = check_acks(c.ops, c.model, c.at_ms, ViolationKind::Durability);
+        c.name_ops(named, ViolationKind::Durability);
         for n in c.nodes {
             let name = node_name(n.status.id);
             let applied = n.status.last_applied;
-            out.extend(check_durability(
-                c.ops, c.model, &name, applied, &n.data, c.at_ms,
-            ));
+            let (found, named) = check_durability(c.ops, c.model, &name, applied, &n.data, c.at_ms);
+            out.extend(found);
+            c.name_ops(named, ViolationKind::Durability);
         }
         out
     }
@@ -49,12 +47,12 @@ pub struct Linearizability;
 
 impl AtRest for Linearizability {
     fn check(&self, c: &Cluster<'_>, notes: &mut Vec<String>) -> Vec<Violation> {
-        let mut out: Vec<Violation> = check_acks(c.ops, c.model, c.at_ms)
-            .into_iter()
-            .filter(|v| v.kind == ViolationKind::Linearizability)
-            .collect();
-        let (lin, undecided) = check_linearizable(c.ops, c.at_ms);
+        let kind = ViolationKind::Linearizability;
+        let (mut out, named) = check_acks(c.ops, c.model, c.at_ms, kind);
+        c.name_ops(named, kind);
+        let (lin, named, undecided) = check_linearizable(c.ops, c.at_ms);
         out.extend(lin);
+        c.name_ops(named, kind);
         if undecided > 0 {
             notes.push(format!(
                 "linearizability: {undecided} key history(ies) undecided within the search budget"
@@ -103,6 +101,9 @@ pub struct ClientOp {
     pub invoked_us: u64,
     /// `None`: no acknowledgement (timed out; it may or may not have taken effect).
     pub acked_us: Option<u64>,
+    /// When the client's call returned, acknowledged or not (`None`: still in flight). Only
+    /// for the timeline: to the checkers an operation without an acknowledgement never ends.
+    pub returned_us: Option<u64>,
     /// The entry the acknowledgement named.
     pub ack: Option<(Index, Term)>,
     /// What an acknowledged read returned.
@@ -130,10 +131,20 @@ impl ClientOp {
 
 /// Every acknowledgement names its own operation's entry in the canonical history. A write
 /// acknowledged with an entry that is not its own was never committed: `durability`. A read
-/// likewise answered from no entry of its own: `linearizability`.
-pub fn check_acks(ops: &[ClientOp], model: &Model, at_ms: u64) -> Vec<Violation> {
-    let (mut writes, mut reads) = (Vec::new(), Vec::new());
-    for op in ops {
+/// likewise answered from no entry of its own: `linearizability`. Returns the finding of `kind`
+/// (one of those two) and the operations (indices into `ops`) it names.
+pub fn check_acks(
+    ops: &[ClientOp],
+    model: &Model,
+    at_ms: u64,
+    kind: ViolationKind,
+) -> (Vec<Violation>, Vec<usize>) {
+    let (mut bad, mut named) = (Vec::new(), Vec::new());
+    for (i, op) in ops.iter().enumerate() {
+        let is_read = matches!(op.kind, ClientKind::Get);
+        if is_read != (kind == ViolationKind::Linearizability) {
+            continue;
+        }
         let Some((index, term)) = op.ack else {
             continue;
         };
@@ -159,27 +170,16 @@ pub fn check_acks(ops: &[ClientOp], model: &Model, at_ms: u64) -> Vec<Violation>
                 op.describe(),
                 op.acked_us.unwrap_or(0)
             );
-            match op.kind {
-                ClientKind::Get => reads.push(line),
-                _ => writes.push(line),
-            }
+            bad.push(line);
+            named.push(i);
         }
     }
-    let mut out = summarize(
-        ViolationKind::Durability,
-        None,
-        at_ms,
-        "acknowledged write(s) never committed",
-        writes,
-    );
-    out.extend(summarize(
-        ViolationKind::Linearizability,
-        None,
-        at_ms,
-        "read(s) answered from an entry not their own",
-        reads,
-    ));
-    out
+    let what = if kind == ViolationKind::Linearizability {
+        "read(s) answered from an entry not their own"
+    } else {
+        "acknowledged write(s) never committed"
+    };
+    (summarize(kind, None, at_ms, what, bad), named)
 }
 
 /// One violation per check with the first examples, so a broken run does not flood the report.
@@ -254,11 +254,14 @@ pub fn per_key(ops: &[ClientOp]) -> BTreeMap<String, Vec<KvOp>> {
 }
 
 /// The linearizability verdicts, one violation naming the smallest failing sub-history.
-/// Returns the violations and the number of keys whose search ran out of budget.
-pub fn check_linearizable(ops: &[ClientOp], at_ms: u64) -> (Vec<Violation>, usize) {
+/// Returns the violations, the operations they name (that sub-history) and the number of keys
+/// whose search ran out of budget.
+pub fn check_linearizable(ops: &[ClientOp], at_ms: u64) -> (Vec<Violation>, Vec<usize>, usize) {
     let summary = linearizability::check_all(&per_key(ops), LINEARIZABILITY_BUDGET);
     let mut out = Vec::new();
+    let mut named = Vec::new();
     if let Some((key, ids, explain)) = summary.violations.first() {
+        named.clone_from(ids);
         let sub: Vec<String> = ids
             .iter()
             .filter_map(|i| ops.get(*i))
@@ -296,11 +299,12 @@ pub fn check_linearizable(ops: &[ClientOp], at_ms: u64) -> (Vec<Violation>, usiz
             ),
         ));
     }
-    (out, summary.undecided.len())
+    (out, named, summary.undecided.len())
 }
 
 /// Durability on one live replica applied to `applied`: each acknowledged write at or below
 /// that index is what a reader sees, unless the committed history changed the document after it.
+/// Returns the finding and the lost writes (indices into `ops`).
 pub fn check_durability(
     ops: &[ClientOp],
     model: &Model,
@@ -308,23 +312,23 @@ pub fn check_durability(
     applied: Index,
     data: &BTreeMap<String, Collection>,
     at_ms: u64,
-) -> Vec<Violation> {
+) -> (Vec<Violation>, Vec<usize>) {
     // The last acknowledged write per document at or below `applied`, in history order.
-    let mut last: BTreeMap<(&str, &str), &ClientOp> = BTreeMap::new();
-    for op in ops {
+    let mut last: BTreeMap<(&str, &str), (usize, &ClientOp)> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
         let (Some(k), Some((index, _))) = (&op.key, op.ack) else {
             continue;
         };
         if matches!(op.kind, ClientKind::Get) || index > applied {
             continue;
         }
-        let slot = last.entry((&op.collection, k)).or_insert(op);
-        if slot.ack.map(|a| a.0) < Some(index) {
-            *slot = op;
+        let slot = last.entry((&op.collection, k)).or_insert((i, op));
+        if slot.1.ack.map(|a| a.0) < Some(index) {
+            *slot = (i, op);
         }
     }
-    let mut bad = Vec::new();
-    for ((c, k), w) in last {
+    let (mut bad, mut named) = (Vec::new(), Vec::new());
+    for ((c, k), (i, w)) in last {
         let seen = data.get(c).and_then(|col| col.get(k));
         let expected = model.value_at(c, k, applied);
         if seen != expected {
@@ -335,13 +339,53 @@ pub fn check_durability(
                 show(seen),
                 show(expected)
             ));
+            named.push(i);
         }
     }
-    summarize(
+    let found = summarize(
         ViolationKind::Durability,
         Some(node.to_string()),
         at_ms,
         &format!("acknowledged write(s) lost on {node} at applied index {applied}"),
         bad,
-    )
+    );
+    (found, named)
+}
+
+/// The history as the report's timeline draws it: `named` lists (operation, violation kind)
+/// pairs the checkers' findings name. No operation ends definitely refused (`failed`): the
+/// engine's client retries until acknowledged or out of time.
+pub fn for_report(ops: &[ClientOp], named: &[(usize, ViolationKind)]) -> Vec<reports::ClientOp> {
+    let mut by_op: BTreeMap<usize, Vec<ViolationKind>> = BTreeMap::new();
+    for (i, kind) in named {
+        let kinds = by_op.entry(*i).or_default();
+        if !kinds.contains(kind) {
+            kinds.push(*kind);
+        }
+    }
+    ops.iter()
+        .enumerate()
+        .map(|(i, op)| reports::ClientOp {
+            client: (op.client != u32::MAX).then_some(op.client),
+            seq: op.session.seq,
+            op: op.kind.name().to_string(),
+            collection: op.collection.clone(),
+            key: op.key.clone(),
+            value: match &op.kind {
+                ClientKind::Put(v) | ClientKind::Append(v) => Some(show(Some(v))),
+                _ => None,
+            },
+            invoked_us: op.invoked_us,
+            completed_us: op.acked_us.or(op.returned_us),
+            outcome: if op.acked_us.is_some() {
+                reports::OpOutcome::Ok
+            } else {
+                reports::OpOutcome::Unknown
+            },
+            index: op.ack.map(|(index, _)| index),
+            term: op.ack.map(|(_, term)| term),
+            read: op.read.as_ref().map(|v| show(v.as_ref())),
+            named_by: by_op.remove(&i).unwrap_or_default(),
+        })
+        .collect()
 }

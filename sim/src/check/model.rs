@@ -47,6 +47,8 @@ pub struct Model {
     /// Execute/skip decisions that differ from the model's (online).
     violations: Vec<Violation>,
     decisions_reported: u32,
+    /// The client operations those findings name, for the timeline.
+    pub named_sessions: Vec<(Session, ViolationKind)>,
 }
 
 /// Where the model and a replica first disagree.
@@ -378,6 +380,7 @@ impl Online for Model {
         };
         self.violations
             .push(violation(kind, Some(name), r.at_ms(), msg));
+        self.named_sessions.push((*s, kind));
     }
 
     fn take_violations(&mut self) -> Vec<Violation> {

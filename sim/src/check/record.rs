@@ -3,9 +3,11 @@
 //! happens; at-rest checkers see a [`Cluster`] snapshot after the run. Nothing here knows the
 //! simulator: the world only feeds records in and snapshots out.
 
+use std::cell::RefCell;
+
 use engine::observe::Event;
 use engine::raft::NodeId;
-use reports::Violation;
+use reports::{Violation, ViolationKind};
 
 use super::clients::ClientOp;
 use super::model::Model;
@@ -42,6 +44,20 @@ pub struct Cluster<'a> {
     pub ops: &'a [ClientOp],
     pub model: &'a Model,
     pub at_ms: u64,
+    /// The client operations the findings name: the timeline outlines them.
+    pub named: &'a RefCell<NamedOps>,
+}
+
+/// Client operations (indices into the history) a finding of each kind names.
+pub type NamedOps = Vec<(usize, ViolationKind)>;
+
+impl Cluster<'_> {
+    /// Records that a finding of `kind` names these operations.
+    pub fn name_ops(&self, ops: impl IntoIterator<Item = usize>, kind: ViolationKind) {
+        self.named
+            .borrow_mut()
+            .extend(ops.into_iter().map(|i| (i, kind)));
+    }
 }
 
 /// A checker over the cluster at rest (after the liveness phase). `notes` takes what a

@@ -135,6 +135,7 @@ impl World {
             (Check::Linearizability, &check::clients::Linearizability),
         ];
         let mut notes = Vec::new();
+        let named = std::cell::RefCell::new(Vec::new());
         {
             let st = self.lock();
             let cluster = Cluster {
@@ -143,6 +144,7 @@ impl World {
                 ops: &ops,
                 model: &st.model,
                 at_ms,
+                named: &named,
             };
             for (c, checker) in at_rest {
                 if self.scn.has_check(c) {
@@ -150,6 +152,18 @@ impl World {
                 }
             }
         }
+        let mut named = named.into_inner();
+        let mut st = self.lock();
+        if self.scn.has_check(Check::Linearizability) {
+            // The model's execute/skip findings name operations by session.
+            for (s, kind) in &st.model.named_sessions {
+                let same = ops.iter().enumerate().filter(|(_, op)| op.session == *s);
+                named.extend(same.map(|(i, _)| (i, *kind)));
+            }
+        }
+        // Kept (a move, not a copy) for the report's timeline when the full trace is kept.
+        st.checked_ops = Some((ops, named));
+        drop(st);
         for n in notes {
             self.note(n);
         }

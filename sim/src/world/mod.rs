@@ -95,6 +95,8 @@ struct State {
     violations: Vec<Violation>,
     slots: BTreeMap<NodeId, Slot>,
     ops: Vec<ClientOp>,
+    /// The history and the operations the at-rest findings name, after the end checks.
+    checked_ops: Option<(Vec<ClientOp>, check::record::NamedOps)>,
     ops_acked: u64,
     /// Acknowledged operations while faults ran (progress: a run that stops serving during
     /// faults and converges at the end tested little).
@@ -165,6 +167,9 @@ pub struct SeedOptions {
 pub struct SeedResult {
     pub report: SeedReport,
     pub full_trace: Option<Vec<TraceEvent>>,
+    /// The client history, with the operations the findings name: only with the full trace,
+    /// for the timeline's client lanes.
+    pub client_ops: Option<Vec<reports::ClientOp>>,
     /// With `SeedOptions::profile`.
     pub cpu: Option<CpuSplit>,
     /// The scenario the seed ran: the one given, with a swarm-drawn cluster baked in.
@@ -226,6 +231,7 @@ fn run_seed_here(
             violations: vec![],
             slots: BTreeMap::new(),
             ops: vec![],
+            checked_ops: None,
             ops_acked: 0,
             ops_acked_fault_phase: 0,
             reads_acked_fault_phase: 0,
@@ -309,6 +315,14 @@ fn run_seed_here(
         violations,
     };
     let full_trace = st.trace.take_full();
+    let client_ops = full_trace.is_some().then(|| {
+        // Without end checks (a crash or hang) the history is still in `ops`.
+        let (ops, named) = st
+            .checked_ops
+            .take()
+            .unwrap_or_else(|| (std::mem::take(&mut st.ops), Vec::new()));
+        check::clients::for_report(&ops, &named)
+    });
     let chaos_schedule = std::mem::take(&mut st.chaos_schedule);
     drop(st);
     let cpu = world
@@ -320,6 +334,7 @@ fn run_seed_here(
         scenario: world.scn.clone(),
         report,
         full_trace,
+        client_ops,
         cpu,
         chaos_schedule,
     }
@@ -383,6 +398,9 @@ impl World {
         let fault_phase = !self.workload_stop.load(Ordering::Relaxed);
         let mut st = self.lock();
         let now = Self::now_us(&st);
+        if let Some(op) = st.ops.get_mut(handle) {
+            op.returned_us = Some(now);
+        }
         let (ack, read) = match outcome {
             Outcome::Acked { index, term } => (Some((*index, *term)), None),
             Outcome::Read { index, term, value } => (Some((*index, *term)), Some(value.clone())),
