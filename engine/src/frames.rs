@@ -34,6 +34,31 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> (Vec<T>, usize) {
     (recs, pos)
 }
 
+/// Where the next whole, checksum-valid record starts after `from`, if any. A torn write leaves
+/// nothing valid after its cut (it keeps a prefix of one append), so a valid record after a bad
+/// one means the bad one was damaged at rest: media corruption, not a crash.
+pub fn next_valid(bytes: &[u8], from: usize) -> Option<usize> {
+    let frame_at = |p: usize| -> bool {
+        let Some(head) = bytes.get(p..p + 8) else {
+            return false;
+        };
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(head[4..].try_into().unwrap());
+        len > 0
+            && bytes
+                .get(p + 8..p + 8 + len)
+                .is_some_and(|payload| crc32fast::hash(payload) == crc)
+    };
+    // The damaged record's own length field is usually intact: try just past it first.
+    if let Some(head) = bytes.get(from..from + 4) {
+        let skip = from + 8 + u32::from_le_bytes(head.try_into().unwrap()) as usize;
+        if frame_at(skip) {
+            return Some(skip);
+        }
+    }
+    (from + 1..bytes.len().saturating_sub(8)).find(|&p| frame_at(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +73,30 @@ mod tests {
         let (recs, valid) = decode::<(u32, String)>(&buf);
         assert_eq!(recs, vec![(1, "a".to_string())]);
         assert_eq!(valid, whole);
+        assert_eq!(
+            next_valid(&buf, valid),
+            None,
+            "a torn tail has nothing valid after it"
+        );
+    }
+
+    #[test]
+    fn a_damaged_record_followed_by_whole_ones_is_told_from_a_torn_tail() {
+        let mut buf = Vec::new();
+        encode(&mut buf, &(1u32, "a".to_string()));
+        let second = buf.len();
+        encode(&mut buf, &(2u32, "b".to_string()));
+        let third = buf.len();
+        encode(&mut buf, &(3u32, "c".to_string()));
+        // A flipped payload bit: the length field still leads to the next record.
+        let mut flipped = buf.clone();
+        flipped[second + 9] ^= 0x10;
+        let (recs, valid) = decode::<(u32, String)>(&flipped);
+        assert_eq!((recs.len(), valid), (1, second));
+        assert_eq!(next_valid(&flipped, valid), Some(third));
+        // A flipped length field: found by scanning.
+        let mut bad_len = buf.clone();
+        bad_len[second + 1] ^= 0x01;
+        assert_eq!(next_valid(&bad_len, second), Some(third));
     }
 }

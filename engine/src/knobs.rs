@@ -98,6 +98,10 @@ pub enum Planted {
     /// A checkpoint frees the blocks it replaces before it is published, not after: a crash in
     /// between leaves the published checkpoint pointing at freed blocks.
     FreesBeforePublish,
+    /// Recovery trusts whatever decodes: the raft log is cut at the first bad record even when
+    /// whole records follow (damage at rest treated like a torn write), and a log shorter than
+    /// the synced commit is accepted. Synced entries silently disappear.
+    CutsDamageLikeATornTail,
 }
 
 /// The set of knobs switched on for one run.

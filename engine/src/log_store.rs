@@ -32,6 +32,9 @@ pub struct Recovered {
 
 pub struct LogStore {
     disk: Arc<dyn Storage>,
+    /// Planted bug (tests only): damage anywhere is cut off like a torn tail, and a log shorter
+    /// than the synced commit is trusted.
+    cuts_damage: bool,
 }
 
 fn encode_record(out: &mut Vec<u8>, rec: &Record) {
@@ -53,7 +56,16 @@ pub fn decode_hard(bytes: &[u8]) -> Option<HardState> {
 
 impl LogStore {
     pub fn new(disk: Arc<dyn Storage>) -> Self {
-        LogStore { disk }
+        LogStore {
+            disk,
+            cuts_damage: false,
+        }
+    }
+
+    /// With the planted bug that treats damage at rest like a torn tail (tests only).
+    pub fn cutting_damage(mut self, on: bool) -> Self {
+        self.cuts_damage = on;
+        self
     }
 
     /// Loads the hard state and log, cutting off a torn tail durably.
@@ -74,6 +86,16 @@ impl LogStore {
         };
         let bytes = self.disk.read(LOG_FILE)?;
         let (recs, valid) = decode_records(&bytes);
+        if let Some(next) = crate::frames::next_valid(&bytes, valid).filter(|_| !self.cuts_damage) {
+            // Cutting here would silently drop synced entries this node may have acknowledged.
+            return Err(StorageError::Corrupt {
+                file: LOG_FILE.into(),
+                detail: format!(
+                    "the record at byte {valid} fails its checksum but a whole record follows \
+                     at byte {next}: damaged at rest, not a torn write"
+                ),
+            });
+        }
         let torn_bytes = (bytes.len() - valid) as u64;
         if torn_bytes > 0 {
             self.disk.replace(LOG_FILE, &bytes[..valid])?;
@@ -99,6 +121,19 @@ impl LogStore {
                     })
                 }
             }
+        }
+        if hard.commit > entries.len() as Index && !self.cuts_damage {
+            // The hard state is synced after the log: a shorter log lost a write it was told
+            // was durable.
+            return Err(StorageError::Corrupt {
+                file: LOG_FILE.into(),
+                detail: format!(
+                    "the hard state commits through {} but the log ends at {}: a synced write \
+                     was lost",
+                    hard.commit,
+                    entries.len()
+                ),
+            });
         }
         Ok(Recovered {
             hard,
@@ -223,7 +258,9 @@ mod tests {
     }
 
     #[test]
-    fn flipped_bit_stops_recovery_at_the_corrupt_record() {
+    /// A damaged last record looks exactly like a torn write (nothing valid follows it), so it
+    /// is cut like one; the harness never damages a log's last record at rest for that reason.
+    fn flipped_bit_in_the_last_record_is_cut_like_a_torn_tail() {
         let disk = Arc::new(MemDisk::default());
         let s = LogStore::new(disk.clone());
         s.persist(None, &[LogOp::Append(vec![e(1, 1), e(1, 2)])])
@@ -233,6 +270,39 @@ mod tests {
         bytes[last] ^= 0x40;
         disk.replace(LOG_FILE, &bytes).unwrap();
         assert_eq!(s.load().unwrap().entries, vec![e(1, 1)]);
+    }
+
+    #[test]
+    fn a_damaged_record_with_whole_records_after_it_refuses_to_load() {
+        let disk = Arc::new(MemDisk::default());
+        let s = LogStore::new(disk.clone());
+        s.persist(None, &[LogOp::Append(vec![e(1, 1), e(1, 2), e(1, 3)])])
+            .unwrap();
+        let mut bytes = disk.read(LOG_FILE).unwrap();
+        let one = bytes.len() / 3;
+        bytes[one + 12] ^= 0x02;
+        disk.replace(LOG_FILE, &bytes).unwrap();
+        let err = s.load().unwrap_err().to_string();
+        assert!(err.contains("damaged at rest, not a torn write"), "{err}");
+        assert_eq!(disk.read(LOG_FILE).unwrap(), bytes, "nothing was cut");
+    }
+
+    #[test]
+    fn a_log_shorter_than_the_synced_commit_refuses_to_load() {
+        let disk = Arc::new(MemDisk::default());
+        let s = LogStore::new(disk.clone());
+        let hard = HardState {
+            term: 1,
+            voted_for: None,
+            commit: 2,
+        };
+        s.persist(Some(hard), &[LogOp::Append(vec![e(1, 1), e(1, 2)])])
+            .unwrap();
+        let mut one = Vec::new();
+        encode_record(&mut one, &Record::Entry(e(1, 1)));
+        disk.replace(LOG_FILE, &one).unwrap(); // the second entry's write was lost
+        let err = s.load().unwrap_err().to_string();
+        assert!(err.contains("a synced write was lost"), "{err}");
     }
 
     #[test]

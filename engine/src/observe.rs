@@ -162,9 +162,13 @@ pub trait Observer: Send + Sync {
 pub enum Delivery {
     Now,
     /// Held back this long first (a latency spike on one message: reordering within a link).
-    After { delay_ms: u64 },
+    After {
+        delay_ms: u64,
+    },
     /// Delivered now and once more this much later (a duplicated packet).
-    Twice { again_ms: u64 },
+    Twice {
+        again_ms: u64,
+    },
 }
 
 /// The moments where a crash loses or splits something. Each sits between two steps whose

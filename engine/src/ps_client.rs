@@ -12,8 +12,8 @@ use futures::channel::oneshot;
 use madsim::net::Endpoint;
 
 use crate::kms::{KmsOp, KmsRequest, KmsResult};
-use crate::page_store::{PsOp, PsRequest, PsResult};
 use crate::observe::Observer;
+use crate::page_store::{PsOp, PsRequest, PsResult};
 use crate::raft::NodeId;
 use crate::wire::{Wire, TAG};
 

@@ -33,7 +33,7 @@ use crate::pages::{self, Docs, Lsn};
 use crate::ps_client::{KmsClient, PsClient};
 use crate::raft::{Entry, Index, NodeId, ProposeError, Raft, RaftConfig, Role, Term};
 use crate::state::{Collection, CollectionHash};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::wire::{AdminAction, ClientResult, Wire, TAG};
 
 /// Outbound peer connections with reconnect backoff, as a TCP transport has them. Requests
@@ -474,16 +474,28 @@ async fn recover_base(
 async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Observer>) {
     let id = cfg.id;
     let addr = cfg.members[&id];
-    let log_store = LogStore::new(disk);
+    let log_store =
+        LogStore::new(disk).cutting_damage(planted!(cfg.knobs, CutsDamageLikeATornTail));
     let rec = match log_store.load() {
         Ok(r) => r,
         Err(e) => {
-            // A dead incarnation's disk handle, or a corrupt disk: nothing sane to do.
+            // A dead incarnation's disk handle, or a damaged disk: nothing sane to do. Damage
+            // is detected, never repaired by guessing: starting on a shorter log could forget
+            // entries this node acknowledged. An operator replaces the node.
             let w = Warning::CannotLoad {
                 what: "raft state".to_string(),
                 error: e.to_string(),
             };
             obs.event(id, Event::Warn(w));
+            if let StorageError::Corrupt { .. } = e {
+                obs.abort(
+                    id,
+                    crate::Abort {
+                        message: format!("refusing to start on a damaged disk: {e}"),
+                        location: format!("{}:{}", file!(), line!()),
+                    },
+                );
+            }
             return;
         }
     };

@@ -238,8 +238,16 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
             // One message held back on a link (a reply overtaken by later traffic).
             "delay" => TimelineItem::Delay {
                 at_ms: 0,
-                from: if rng.gen_bool(0.5) { Selector::All } else { one(&mut rng) },
-                to: if rng.gen_bool(0.5) { Selector::PageService } else { Selector::All },
+                from: if rng.gen_bool(0.5) {
+                    Selector::All
+                } else {
+                    one(&mut rng)
+                },
+                to: if rng.gen_bool(0.5) {
+                    Selector::PageService
+                } else {
+                    Selector::All
+                },
                 per_mille: rng.gen_range(50..=500),
                 delay_ms: [50, rng.gen_range(200..=3_000)],
                 for_ms,
@@ -264,6 +272,16 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
                     per_mille: rng.gen_range(20..=200),
                     down_ms: [100, 2_000],
                     for_ms,
+                }
+            }
+            // One replica's disk lies once (at most a minority per run); it must notice.
+            "disk_fault" => {
+                let kinds = crate::scenario::DiskFaultKind::ALL;
+                TimelineItem::DiskFault {
+                    at_ms: 0,
+                    nodes: one(&mut rng),
+                    kind: kinds[rng.gen_range(0..kinds.len())],
+                    down_ms: [100, 2_000],
                 }
             }
             other => unreachable!("fault `{other}` rejected by scenario validation"),

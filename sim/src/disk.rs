@@ -23,6 +23,18 @@ struct File {
     /// Bumped whenever `durable` is replaced rather than appended to (readers that parse the
     /// durable bytes incrementally start over).
     replaced: u64,
+    /// A lie the disk tells at the next sync of an append.
+    next_sync: Option<SyncFault>,
+}
+
+/// How a sync can fail silently (the disk reports success).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncFault {
+    /// The appended bytes never reach the medium.
+    Lost,
+    /// The appended bytes land at this earlier offset (clamped to the file), overwriting what
+    /// was there, instead of at the end.
+    Misdirected { offset: usize },
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -54,7 +66,17 @@ impl File {
     fn sync(&mut self) {
         match std::mem::take(&mut self.pending) {
             Pending::Clean => {}
-            Pending::Append(tail) => self.durable.extend_from_slice(&tail),
+            Pending::Append(tail) => match self.next_sync.take() {
+                None => self.durable.extend_from_slice(&tail),
+                Some(SyncFault::Lost) => {}
+                Some(SyncFault::Misdirected { offset }) => {
+                    let at = offset.min(self.durable.len());
+                    let end = (at + tail.len()).max(self.durable.len());
+                    self.durable.resize(end, 0);
+                    self.durable[at..at + tail.len()].copy_from_slice(&tail);
+                    self.replaced += 1;
+                }
+            },
             Pending::Replace(all) => {
                 self.durable = all;
                 self.replaced += 1;
@@ -142,6 +164,29 @@ impl SimDisk {
             Some(file) => f(&file.durable, file.replaced),
             None => f(&[], 0),
         }
+    }
+
+    /// Damage at rest: flips bit `bit` of durable byte `offset` of `file` (clamped to the file;
+    /// nothing on an empty file). Returns whether anything was flipped.
+    pub fn flip_bit(&self, node: NodeId, file: &str, offset: usize, bit: u8) -> bool {
+        let mut nodes = self.nodes.lock().unwrap();
+        let Some(f) = nodes.get_mut(&node).and_then(|d| d.files.get_mut(file)) else {
+            return false;
+        };
+        if f.durable.is_empty() {
+            return false;
+        }
+        let at = offset.min(f.durable.len() - 1);
+        f.durable[at] ^= 1 << (bit % 8);
+        f.replaced += 1;
+        true
+    }
+
+    /// The next sync of an append to `file` fails silently this way.
+    pub fn fail_next_sync(&self, node: NodeId, file: &str, fault: SyncFault) {
+        let mut nodes = self.nodes.lock().unwrap();
+        let d = nodes.entry(node).or_default();
+        d.files.entry(file.to_string()).or_default().next_sync = Some(fault);
     }
 
     /// Total durable bytes of a node (for reports and tests).
@@ -258,6 +303,33 @@ mod tests {
             saw_partial |= len > 100;
         }
         assert!(saw_partial, "some seeds keep part of the torn write");
+    }
+
+    #[test]
+    fn silent_sync_faults_lose_or_misplace_an_append_and_bit_flips_damage_at_rest() {
+        let disk = SimDisk::new(1, false);
+        let h = disk.open(1);
+        h.append("log", b"aaaa").unwrap();
+        h.sync("log").unwrap();
+        disk.fail_next_sync(1, "log", SyncFault::Lost);
+        h.append("log", b"bb").unwrap();
+        h.sync("log").unwrap();
+        h.append("log", b"cc").unwrap();
+        h.sync("log").unwrap();
+        disk.crash(1);
+        assert_eq!(
+            disk.open(1).read("log").unwrap(),
+            b"aaaacc",
+            "bb never landed"
+        );
+        let h = disk.open(1);
+        disk.fail_next_sync(1, "log", SyncFault::Misdirected { offset: 1 });
+        h.append("log", b"XY").unwrap();
+        h.sync("log").unwrap();
+        assert!(disk.flip_bit(1, "log", 0, 0));
+        disk.crash(1);
+        assert_eq!(disk.open(1).read("log").unwrap(), b"`XYacc");
+        disk.durable(1, "log", |_, replaced| assert_eq!(replaced, 2));
     }
 
     #[test]

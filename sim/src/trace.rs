@@ -11,7 +11,7 @@ pub const TAIL_EVENTS: usize = 400;
 /// Event kinds that change what the cluster is (faults, crashes, leadership, truncation,
 /// failed or abandoned storage steps, DDL, key rotations): the causal excerpt of a failure is made of these,
 /// not of the routine applies, commits, checkpoints and pick-ups around them.
-pub const CAUSAL_KINDS: [&str; 21] = [
+pub const CAUSAL_KINDS: [&str; 22] = [
     "fault",
     "kill",
     "restart",
@@ -33,6 +33,7 @@ pub const CAUSAL_KINDS: [&str; 21] = [
     "pickup-skipped",
     "drop-busy",
     "leader-step-down",
+    "retired",
 ];
 const CAUSAL_KEPT: usize = 2_000;
 

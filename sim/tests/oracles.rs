@@ -180,3 +180,17 @@ fn crash_points_find_a_free_done_before_the_publish() {
         2,
     );
 }
+
+#[test]
+fn disk_faults_expose_recovery_that_cuts_damage_like_a_torn_tail() {
+    // Fixed: the damaged replica refuses to start and is retired. Planted: it starts on a
+    // log missing synced entries, and forgets what it acknowledged.
+    finds(
+        "disk-faults",
+        Planted::CutsDamageLikeATornTail,
+        1..9,
+        ViolationKind::RaftSafety,
+        "",
+        2,
+    );
+}

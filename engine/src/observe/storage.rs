@@ -165,9 +165,7 @@ impl StorageEvent {
             StorageEvent::CheckpointAbandoned { .. } => "checkpoint-abandoned",
             StorageEvent::KeystoreFlushed { .. }
             | StorageEvent::KeystoreFlushSlow { .. }
-            | StorageEvent::KeystoreFlushAbandoned { .. } => {
-                "keystore-flush"
-            }
+            | StorageEvent::KeystoreFlushAbandoned { .. } => "keystore-flush",
             StorageEvent::PickedUp { .. } => "pickup",
             StorageEvent::PickupFailed { .. } => "pickup-failed",
             StorageEvent::StaleKeystoreCheckpoint { .. } => "pickup-skipped",

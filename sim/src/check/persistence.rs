@@ -5,13 +5,23 @@
 //! The violation shows when the promise is made, not when a crash later exploits it (which
 //! needs a kill in the few milliseconds between the send and the fsync).
 //!
+//! It also remembers what each node acknowledged and holds every later incarnation to it: a node
+//! that restarts with a log shorter than what it acknowledged (less any suffix a leader made it
+//! truncate since) forgot a promise, whatever its disk did — recovery must refuse to start on
+//! damage it cannot repair rather than come back on less.
+//!
 //! What it cannot see: promises that do not travel as raft messages (a leader counting its own
 //! unsynced entries towards a commit), and durability of anything but the raft files.
 
 use std::collections::BTreeMap;
 
 use engine::log_store::{decode_hard, decode_records, Record};
-use engine::raft::{Index, Message, NodeId, Term};
+use engine::observe::Event;
+use engine::raft::{Index, Message, NodeId, RaftEvent, Term};
+use reports::{Violation, ViolationKind};
+
+use super::record::{Online, Record as Observed};
+use super::violation;
 
 /// One node's durable log as far as it was read: the term of every entry.
 #[derive(Debug, Default)]
@@ -56,11 +66,17 @@ pub struct Persistence {
     logs: BTreeMap<NodeId, DurableLog>,
     /// Violations reported (the first few are kept: one bug repeats on every message).
     pub found: u32,
+    /// Per node: the log index it has acknowledged through, less what it truncated since.
+    acked: BTreeMap<NodeId, Index>,
+    forgotten: Vec<Violation>,
 }
 
 impl Persistence {
     /// Checks one raft message `from` → `to` against the sender's durable hard state
     /// (`hard`) and log (`log`, replaced `log_replaced` times). `Some(why)` is a violation.
+    /// With `disk_lies` (the harness made this disk lie) the durable bytes prove nothing and
+    /// only the acknowledgement is remembered.
+    #[allow(clippy::too_many_arguments)]
     pub fn check(
         &mut self,
         from: NodeId,
@@ -69,7 +85,20 @@ impl Persistence {
         hard: &[u8],
         log: &[u8],
         log_replaced: u64,
+        disk_lies: bool,
     ) -> Option<String> {
+        if let Message::AppendResp {
+            success: true,
+            match_index,
+            ..
+        } = msg
+        {
+            let a = self.acked.entry(from).or_default();
+            *a = (*a).max(*match_index);
+        }
+        if disk_lies {
+            return None;
+        }
         let durable = decode_hard(hard).unwrap_or_default();
         let t = msg.term();
         let what = describe(msg, to);
@@ -117,12 +146,47 @@ impl Persistence {
     }
 }
 
+impl Online for Persistence {
+    fn record(&mut self, r: &Observed<'_>) {
+        match r.event {
+            Event::Raft(RaftEvent::Truncated { from, .. }) => {
+                if let Some(a) = self.acked.get_mut(&r.node) {
+                    *a = (*a).min(from.saturating_sub(1));
+                }
+            }
+            Event::Started { log_len, .. } => {
+                let acked = self.acked.get(&r.node).copied().unwrap_or(0);
+                if *log_len < acked && self.forgotten.len() < 3 {
+                    self.forgotten.push(violation(
+                        ViolationKind::RaftSafety,
+                        Some(format!("n{}", r.node)),
+                        r.at_ms(),
+                        format!(
+                            "n{} restarted with a log ending at {log_len}, but it had \
+                             acknowledged the log through {acked}: it forgot entries a leader \
+                             counted towards a quorum",
+                            r.node
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn take_violations(&mut self) -> Vec<Violation> {
+        std::mem::take(&mut self.forgotten)
+    }
+}
+
 fn describe(msg: &Message, to: NodeId) -> String {
     match msg {
         Message::RequestVote { .. } => format!("a vote request to n{to}"),
         Message::Vote { granted: true, .. } => format!("a vote grant to n{to}"),
         Message::Vote { .. } => format!("a vote refusal to n{to}"),
-        Message::Append { entries, .. } => format!("an append of {} entries to n{to}", entries.len()),
+        Message::Append { entries, .. } => {
+            format!("an append of {} entries to n{to}", entries.len())
+        }
         Message::AppendResp {
             success: true,
             match_index,
@@ -172,16 +236,84 @@ mod tests {
             term: 3,
             granted: true,
         };
-        assert_eq!(p.check(1, 2, &grant, &hard(3, Some(2)), &[], 0), None);
-        let v = p.check(1, 2, &grant, &hard(3, None), &[], 0).unwrap();
+        assert_eq!(
+            p.check(1, 2, &grant, &hard(3, Some(2)), &[], 0, false),
+            None
+        );
+        let v = p
+            .check(1, 2, &grant, &hard(3, None), &[], 0, false)
+            .unwrap();
         assert!(v.contains("before the vote was durable"), "{v}");
-        let v = p.check(1, 2, &grant, &hard(2, Some(2)), &[], 0).unwrap();
+        let v = p
+            .check(1, 2, &grant, &hard(2, Some(2)), &[], 0, false)
+            .unwrap();
         assert!(v.contains("durable term was 2"), "{v}");
         let refusal = Message::Vote {
             term: 3,
             granted: false,
         };
-        assert_eq!(p.check(1, 2, &refusal, &hard(3, None), &[], 0), None);
+        assert_eq!(p.check(1, 2, &refusal, &hard(3, None), &[], 0, false), None);
+    }
+
+    #[test]
+    fn a_restart_must_keep_what_the_node_acknowledged_less_what_it_truncated_since() {
+        let mut p = Persistence::default();
+        let ack = Message::AppendResp {
+            term: 1,
+            success: true,
+            match_index: 5,
+        };
+        // Acknowledged on a disk that lied: nothing to compare now, but the promise counts.
+        assert_eq!(p.check(1, 2, &ack, &[], &[], 0, true), None);
+        let started = |log_len| Event::Started {
+            term: 1,
+            voted_for: None,
+            log_len,
+            commit: 0,
+            torn_bytes: 0,
+        };
+        let ev = started(5);
+        p.record(&Observed {
+            at_us: 0,
+            node: 1,
+            incarnation: 2,
+            event: &ev,
+        });
+        assert!(p.take_violations().is_empty());
+        let ev = started(3);
+        p.record(&Observed {
+            at_us: 0,
+            node: 1,
+            incarnation: 3,
+            event: &ev,
+        });
+        let v = p.take_violations();
+        assert!(
+            v[0].message.contains("acknowledged the log through 5"),
+            "{v:?}"
+        );
+        // A leader made it truncate from 4: a log of 3 is all it still owes.
+        let ev = Event::Raft(RaftEvent::Truncated {
+            from: 4,
+            removed_last: 5,
+            last_applied: 0,
+            commit: 0,
+            removed: vec![],
+        });
+        p.record(&Observed {
+            at_us: 0,
+            node: 1,
+            incarnation: 3,
+            event: &ev,
+        });
+        let ev = started(3);
+        p.record(&Observed {
+            at_us: 0,
+            node: 1,
+            incarnation: 4,
+            event: &ev,
+        });
+        assert!(p.take_violations().is_empty());
     }
 
     #[test]
@@ -192,8 +324,10 @@ mod tests {
             last_index: 0,
             last_term: 0,
         };
-        assert_eq!(p.check(2, 1, &req, &hard(4, Some(2)), &[], 0), None);
-        assert!(p.check(2, 1, &req, &hard(4, Some(1)), &[], 0).is_some());
+        assert_eq!(p.check(2, 1, &req, &hard(4, Some(2)), &[], 0, false), None);
+        assert!(p
+            .check(2, 1, &req, &hard(4, Some(1)), &[], 0, false)
+            .is_some());
     }
 
     #[test]
@@ -206,21 +340,21 @@ mod tests {
         };
         let h = hard(1, None);
         let two = log(&[1, 1]);
-        assert_eq!(p.check(1, 2, &ack(2), &h, &two, 0), None);
-        let v = p.check(1, 2, &ack(3), &h, &two, 0).unwrap();
+        assert_eq!(p.check(1, 2, &ack(2), &h, &two, 0, false), None);
+        let v = p.check(1, 2, &ack(3), &h, &two, 0, false).unwrap();
         assert!(v.contains("durable log ended at 2"), "{v}");
         // Appended later: only the new bytes are read; a truncation marker shortens the log.
         let mut more = log(&[1, 1, 1]);
-        assert_eq!(p.check(1, 2, &ack(3), &h, &more, 0), None);
+        assert_eq!(p.check(1, 2, &ack(3), &h, &more, 0, false), None);
         engine::frames::encode(&mut more, &Record::TruncateFrom(2));
-        assert!(p.check(1, 2, &ack(2), &h, &more, 0).is_some());
+        assert!(p.check(1, 2, &ack(2), &h, &more, 0, false).is_some());
         // A replaced file (a torn tail cut on load) is read again from the start.
-        assert_eq!(p.check(1, 2, &ack(2), &h, &two, 1), None);
+        assert_eq!(p.check(1, 2, &ack(2), &h, &two, 1, false), None);
         let refusal = Message::AppendResp {
             term: 1,
             success: false,
             match_index: 9,
         };
-        assert_eq!(p.check(1, 2, &refusal, &h, &[], 2), None);
+        assert_eq!(p.check(1, 2, &refusal, &h, &[], 2, false), None);
     }
 }

@@ -320,6 +320,19 @@ impl World {
                 let effect = network::NetEffect::Duplicate;
                 self.timed_net_rule(f, t, per_mille, effect, for_ms).await;
             }
+            TimelineItem::DiskFault {
+                nodes,
+                kind,
+                down_ms,
+                ..
+            } => {
+                let ids = self.resolve(&nodes);
+                let faults = ids.into_iter().map(|id| {
+                    let w = self.clone();
+                    async move { w.disk_fault(id, kind, down_ms).await }
+                });
+                futures::future::join_all(faults).await;
+            }
             TimelineItem::CrashPoints {
                 point,
                 per_mille,
@@ -331,7 +344,9 @@ impl World {
                     "crash points {} {per_mille}‰ for {for_ms} ms",
                     point.as_deref().unwrap_or("(all)")
                 ));
-                let p = point.as_deref().and_then(engine::observe::CrashPoint::parse);
+                let p = point
+                    .as_deref()
+                    .and_then(engine::observe::CrashPoint::parse);
                 self.timed_crash_rule(p, per_mille, down_ms, for_ms).await;
             }
             TimelineItem::Pause { nodes, for_ms, .. } => {

@@ -2,6 +2,7 @@
 //! dependencies on `check` (never the reverse):
 //! - `nodes`: building the page-service, KMS and replica nodes, their incarnations;
 //! - `faults`: applying timeline and chaos items (kills, clogs, latency, failpoints, admin);
+//! - `damage`: disk faults in synced data, and retiring a node that detects them;
 //! - `network`: how each datagram travels (delays, duplicates) and the engine's crash points;
 //! - `observe`: the engine's [`Observer`]: each observation becomes a typed record for the
 //!   online checkers, the race windows and the trace;
@@ -9,6 +10,7 @@
 //! - `phases`: the supervisor (faults, then liveness, then checks).
 
 mod checks;
+mod damage;
 mod faults;
 mod network;
 mod nodes;
@@ -87,6 +89,11 @@ struct Slot {
     aborted: Option<(u64, String)>,
     incarnation: u64,
     inspect: Option<Arc<dyn Inspect>>,
+    /// The harness damaged this node's disk (`disk_fault`).
+    disk_faulted: bool,
+    /// Refused to start on that damage: down for good, excluded from the end checks like an
+    /// aborted node, but not a finding.
+    retired: bool,
 }
 
 struct State {
@@ -345,8 +352,10 @@ impl World {
     fn online_violations(&self, st: &mut State) -> Vec<Violation> {
         let mut out = Vec::new();
         let history = st.history.take_violations();
+        let forgotten = st.persistence.take_violations();
         if self.scn.has_check(Check::Raft) {
             out.extend(history);
+            out.extend(forgotten);
         }
         let decisions = st.model.take_violations();
         if self.scn.has_check(Check::Linearizability) {

@@ -123,12 +123,11 @@ impl World {
         use engine::log_store::{HARD_FILE, LOG_FILE};
         let hard = self.disk.durable(from, HARD_FILE, |b, _| b.to_vec());
         let mut st = self.lock();
-        if st.persistence.found >= 3 {
-            return;
-        }
+        // A disk the harness made lie proves nothing (the node must notice at recovery).
+        let lied = st.slots.get(&from).is_some_and(|s| s.disk_faulted) || st.persistence.found >= 3;
         let found = self.disk.durable(from, LOG_FILE, |log, replaced| {
             st.persistence
-                .check(from, to, msg, &hard, log, replaced)
+                .check(from, to, msg, &hard, log, replaced, lied)
         });
         if let Some(why) = found {
             st.persistence.found += 1;
@@ -154,7 +153,11 @@ impl World {
             // Every rule that covers this point draws; the first hit decides the downtime.
             let rules = &mut st.rules;
             let mut hit = None;
-            for rule in rules.crash.iter().filter(|r| r.point.is_none_or(|p| p == point)) {
+            for rule in rules
+                .crash
+                .iter()
+                .filter(|r| r.point.is_none_or(|p| p == point))
+            {
                 if rules.crash_rng.gen_range(0..1000) < rule.per_mille {
                     hit = Some(rule.down_ms);
                     break;

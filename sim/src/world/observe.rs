@@ -64,6 +64,7 @@ impl World {
             st.model.record(&r);
             st.keystores.record(&r);
             st.nonces.record(&r);
+            st.persistence.record(&r);
         });
         if matches!(ev, Event::Sealed { .. }) {
             return; // checked above; one per page written would crowd the trace
@@ -77,6 +78,18 @@ impl World {
 
     pub(super) fn aborted(&self, node: NodeId, abort: Abort) {
         let reason = abort.to_string();
+        if self.expected_abort(node, &abort) {
+            {
+                let mut st = self.lock();
+                let at_us = Self::now_us(&st);
+                let slot = st.slots.entry(node).or_default();
+                slot.aborted = Some((at_us / 1000, reason.clone()));
+                slot.retired = true;
+                st.trace.record(at_us, &node_name(node), "retired", reason);
+            }
+            self.kill(node, "retired");
+            return;
+        }
         self.node_died(
             node,
             ViolationKind::NodeAbort,

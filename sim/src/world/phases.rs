@@ -68,6 +68,7 @@ impl World {
             let st = self.lock();
             st.slots
                 .iter()
+                .filter(|(_, s)| !s.retired)
                 .filter_map(|(id, s)| s.aborted.clone().map(|(t, r)| (*id, t, r)))
                 .collect()
         };
