@@ -262,16 +262,30 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
             // Crashes exactly where they matter (between a write and its fsync, an fsync and
             // the message it allows, the steps of a checkpoint).
             "crash_point" => {
-                let points = engine::observe::CrashPoint::ALL;
-                let point = rng
-                    .gen_bool(0.5)
-                    .then(|| points[rng.gen_range(0..points.len())].name().to_string());
+                // One point per fault; the ones passed hundreds of times a second (every raft
+                // write, every page-service request) at a low rate, the storage steps that come
+                // once a checkpoint at a high one, so each gets its crashes.
+                use engine::observe::CrashPoint;
+                let points = CrashPoint::ALL;
+                let point = points[rng.gen_range(0..points.len())];
+                let frequent = matches!(
+                    point,
+                    CrashPoint::RaftWritten
+                        | CrashPoint::RaftSynced
+                        | CrashPoint::PagesWritten
+                        | CrashPoint::PagesSynced
+                );
                 TimelineItem::CrashPoints {
                     at_ms: 0,
-                    point,
-                    per_mille: rng.gen_range(20..=200),
+                    point: Some(point.name().to_string()),
+                    per_mille: if frequent {
+                        rng.gen_range(5..=40)
+                    } else {
+                        rng.gen_range(200..=800)
+                    },
                     down_ms: [100, 2_000],
-                    for_ms,
+                    // Long enough for a checkpoint or a step-up to come by.
+                    for_ms: for_ms * 3,
                 }
             }
             // One replica's disk lies once (at most a minority per run); it must notice.
