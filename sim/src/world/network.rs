@@ -89,7 +89,9 @@ impl World {
         let (src, dst) = (node_of(from), node_of(to));
         if let (Wire::Raft { from: f, msg }, Some(t)) = (msg, dst) {
             if self.scn.has_check(Check::Raft) {
-                self.check_persisted(*f, t, msg);
+                Profile::time(self.profile.as_ref(), Bucket::OnlineChecks, || {
+                    self.check_persisted(*f, t, msg)
+                });
             }
         }
         let mut st = self.lock();
