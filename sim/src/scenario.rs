@@ -379,9 +379,48 @@ impl<'de> Deserialize<'de> for Selector {
     }
 }
 
+/// Defines [`TimelineItem`] and, from the same variant list, [`ByAction`]: the same items
+/// externally tagged (`{"partition": {"at_ms": ...}}`). serde buffers an internally tagged enum
+/// before it reads the variant's fields, so a path-tracking deserializer loses the path there
+/// and serde_json can only point at the end of the object; `ByAction` is read from the buffered
+/// item with its own path tracking, which names the field (`timeline[6].for_ms`).
+macro_rules! timeline_items {
+    (
+        $(#[$emeta:meta])*
+        pub enum TimelineItem {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident { $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)? }
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$emeta])*
+        pub enum TimelineItem {
+            $( $(#[$vmeta])* $variant { $( $(#[$fmeta])* $field : $ty ),* } ),*
+        }
+
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case", deny_unknown_fields)]
+        enum ByAction {
+            $( $variant { $( $(#[$fmeta])* $field : $ty ),* } ),*
+        }
+
+        impl From<ByAction> for TimelineItem {
+            fn from(b: ByAction) -> Self {
+                match b {
+                    $( ByAction::$variant { $( $field ),* } => TimelineItem::$variant { $( $field ),* } ),*
+                }
+            }
+        }
+    };
+}
+
+timeline_items! {
 /// One scripted fault. Each variant carries its own `at_ms` so unknown fields stay rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+/// Serialized with its `action` as a tag; deserialized through [`ByAction`] (see
+/// `timeline_items!`), which rejects unknown and duplicate fields alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
 pub enum TimelineItem {
     /// Kill the nodes at once; each comes back after a delay drawn from `down_ms`, and with
     /// `straggler_ms` one of them (chosen by the seed) comes back that much later still.
@@ -507,6 +546,73 @@ pub enum TimelineItem {
         down_ms: [u64; 2],
     },
 }
+}
+
+/// Prefix of an error inside a timeline item that names the field within the item
+/// (``field `for_ms`: missing field `for_ms` ``); `Scenario::parse` moves it into the path.
+const ITEM_FIELD: &str = "field `";
+
+impl<'de> Deserialize<'de> for TimelineItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_json::Value;
+        let mut fields = d.deserialize_map(ItemFields)?;
+        let action = match fields.remove("action") {
+            Some(Value::String(a)) => a,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "{ITEM_FIELD}action`: {other} is not an action name"
+                )))
+            }
+            None => return Err(D::Error::missing_field("action")),
+        };
+        let tagged = Value::Object([(action, Value::Object(fields))].into_iter().collect());
+        serde_path_to_error::deserialize::<_, ByAction>(tagged)
+            .map(TimelineItem::from)
+            .map_err(|e| {
+                // The first segment is the variant (the action); none means the action itself
+                // was unknown.
+                let within: Vec<String> = e.path().iter().skip(1).map(|s| s.to_string()).collect();
+                let field = match missing_field(&e.inner().to_string()) {
+                    _ if e.path().iter().next().is_none() => "action".to_string(),
+                    Some(f) if within.is_empty() => f.to_string(),
+                    _ => within.join(".").replace(".[", "["),
+                };
+                D::Error::custom(format!("{ITEM_FIELD}{field}`: {}", e.inner()))
+            })
+    }
+}
+
+/// The field a "missing field `x`" error names.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// A timeline item's fields, read as JSON values; a field given twice is refused (a JSON object
+/// with a repeated key is legal, but which value would win is anyone's guess).
+struct ItemFields;
+
+impl<'de> serde::de::Visitor<'de> for ItemFields {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a timeline item: an object with an `action` and its fields")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if fields.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "{ITEM_FIELD}{key}`: duplicate field `{key}`"
+                )));
+            }
+            let value = map.next_value()?;
+            fields.insert(key, value);
+        }
+        Ok(fields)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -585,6 +691,36 @@ impl TimelineItem {
             TimelineItem::DiskFault { .. } => "disk_fault",
         }
     }
+    /// The item's spans of simulated time (the largest of a range), by field.
+    fn spans(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            TimelineItem::Restart {
+                down_ms,
+                straggler_ms,
+                ..
+            } => {
+                let mut v = vec![("down_ms", down_ms[0].max(down_ms[1]))];
+                v.extend(straggler_ms.map(|s| ("straggler_ms", s[0].max(s[1]))));
+                v
+            }
+            TimelineItem::CrashPoints {
+                down_ms, for_ms, ..
+            } => vec![("down_ms", down_ms[0].max(down_ms[1])), ("for_ms", *for_ms)],
+            TimelineItem::DiskFault { down_ms, .. } => {
+                vec![("down_ms", down_ms[0].max(down_ms[1]))]
+            }
+            TimelineItem::Partition { for_ms, .. }
+            | TimelineItem::ClogLink { for_ms, .. }
+            | TimelineItem::Pause { for_ms, .. }
+            | TimelineItem::Latency { for_ms, .. }
+            | TimelineItem::Loss { for_ms, .. }
+            | TimelineItem::Failpoint { for_ms, .. }
+            | TimelineItem::Delay { for_ms, .. }
+            | TimelineItem::Duplicate { for_ms, .. } => vec![("for_ms", *for_ms)],
+            _ => vec![],
+        }
+    }
+
     fn selectors(&self) -> Vec<(&'static str, &Selector)> {
         match self {
             TimelineItem::Restart { nodes, .. }
@@ -614,23 +750,34 @@ impl Scenario {
         self.checks.contains(&c)
     }
 
-    /// Parses and validates a scenario; `file` names it in errors.
+    /// Parses and validates a scenario; `file` names it in errors. Never panics, whatever the
+    /// text: every error carries a line and column, and the JSON path of the field it is about.
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
-        let scn: Scenario = serde_json::from_str(text).map_err(|e| serde_error(e, text, file))?;
-        scn.validate().map_err(|(path, message)| {
-            // A missing field (e.g. `expect.kinds`) points at the nearest enclosing one.
-            let (line, column) = (0..=path.len())
-                .rev()
-                .find_map(|n| locate(text, &path[..n]))
-                .unwrap_or((1, 1));
-            ScenarioError {
-                file: file.to_string(),
-                line,
-                column,
-                field: Some(path_string(&path)),
-                message,
+        // Editors on Windows start UTF-8 files with a byte-order mark; it is not JSON.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let error = |path: &[PathSeg], (line, column), message| ScenarioError {
+            file: file.to_string(),
+            line,
+            column,
+            field: (!path.is_empty()).then(|| path_string(path)),
+            message,
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        let scn: Scenario = match serde_path_to_error::deserialize(&mut de) {
+            Ok(scn) => scn,
+            Err(e) => {
+                let path = path_of(e.path());
+                let (path, pos, message) = json_error(text, path, e.into_inner());
+                return Err(error(&path, pos, message));
             }
-        })?;
+        };
+        if let Err(e) = de.end() {
+            let (path, pos, message) = json_error(text, vec![], e);
+            return Err(error(&path, pos, message));
+        }
+        // A missing field (e.g. `expect.kinds`) points at the nearest enclosing one.
+        scn.validate()
+            .map_err(|(path, message)| error(&path, locate_nearest(text, &path), message))?;
         Ok(scn)
     }
 
@@ -653,6 +800,7 @@ impl Scenario {
         if self.name.trim().is_empty() {
             return err(vec![Key("name")], "must not be empty".into());
         }
+        self.validate_runnable()?;
         if !(1..=7).contains(&self.replicas) {
             return err(
                 vec![Key("replicas")],
@@ -755,10 +903,16 @@ impl Scenario {
                 p.push(Key(k));
                 p
             };
-            if item.at_ms() > self.duration_ms {
+            if item.at_ms() >= self.duration_ms {
+                // The end-of-run recovery (restart, heal) happens at duration_ms; a fault from
+                // then on would land in the liveness phase and fail a correct engine.
                 return err(
                     with("at_ms"),
-                    format!("{} is after duration_ms {}", item.at_ms(), self.duration_ms),
+                    format!(
+                        "{} is not before duration_ms {}: faults must fire during the fault phase",
+                        item.at_ms(),
+                        self.duration_ms
+                    ),
                 );
             }
             for (field, sel) in item.selectors() {
@@ -852,6 +1006,88 @@ impl Scenario {
     }
 }
 
+/// The longest span of simulated time a scenario may ask for (a run, a fault, a liveness
+/// timeout): an hour. Far beyond it, times overflow the simulated clock.
+pub const MAX_SPAN_MS: u64 = 3_600_000;
+
+/// Client operations per second a workload may ask for (the swarm doubles it).
+pub const MAX_OPS_PER_SEC: u32 = 100_000;
+
+impl Scenario {
+    /// The rules that keep a scenario from testing the harness instead of the engine: a
+    /// scenario the harness cannot run as written must be refused here (exit 2), never become
+    /// a `crash` finding against the engine or a pass that checked nothing.
+    fn validate_runnable(&self) -> Result<(), (Vec<PathSeg>, String)> {
+        use PathSeg::{Idx, Key};
+        if self.checks.is_empty() {
+            return Err((
+                vec![Key("checks")],
+                "names no check, so every seed would pass having checked nothing (leave \
+                 `checks` out to run them all)"
+                    .into(),
+            ));
+        }
+        if self.liveness_timeout_ms > MAX_SPAN_MS {
+            return Err((
+                vec![Key("liveness_timeout_ms")],
+                too_long(self.liveness_timeout_ms),
+            ));
+        }
+        if self.workload.ops_per_sec > MAX_OPS_PER_SEC {
+            return Err((
+                vec![Key("workload"), Key("ops_per_sec")],
+                format!(
+                    "{}: must be at most {MAX_OPS_PER_SEC}",
+                    self.workload.ops_per_sec
+                ),
+            ));
+        }
+        // A minority of one or two replicas is none: the harness cannot pick one.
+        let swarm_world = self
+            .chaos
+            .as_ref()
+            .is_some_and(|c| c.swarm && c.swarm_world);
+        let minority = |what: &str| {
+            format!(
+                "{what} needs at least 3 replicas (a minority of {} is no replica)",
+                self.replicas
+            )
+        };
+        if let Some(c) = &self.chaos {
+            if c.mean_interval_ms > MAX_SPAN_MS {
+                return Err((
+                    vec![Key("chaos"), Key("mean_interval_ms")],
+                    too_long(c.mean_interval_ms),
+                ));
+            }
+            if let Some(i) = c.faults.iter().position(|f| f == "split") {
+                if self.replicas < 3 && !swarm_world {
+                    return Err((
+                        vec![Key("chaos"), Key("faults"), Idx(i)],
+                        minority("`split`"),
+                    ));
+                }
+            }
+        }
+        for (i, item) in self.timeline.iter().enumerate() {
+            let at = |k: &'static str| vec![Key("timeline"), Idx(i), Key(k)];
+            if let Some((field, ms)) = item.spans().into_iter().find(|(_, ms)| *ms > MAX_SPAN_MS) {
+                return Err((at(field), too_long(ms)));
+            }
+            for (field, sel) in item.selectors() {
+                if *sel == Selector::Minority && self.replicas < 3 && !swarm_world {
+                    return Err((at(field), minority("`minority`")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_long(ms: u64) -> String {
+    format!("{ms} ms: must be at most {MAX_SPAN_MS} (an hour of simulated time)")
+}
+
 impl Expect {
     /// The `expect` block's own rules; paths start at `expect`.
     fn validate(&self) -> Result<(), (Vec<PathSeg>, String)> {
@@ -917,11 +1153,8 @@ impl Expect {
             let key = match crate::world::WINDOWS.iter().find(|w| **w == name.as_str()) {
                 Some(w) => *w,
                 None => {
-                    // The path names the unknown key; errors end the program, so leaking the
-                    // one string is fine.
-                    let key: &'static str = Box::leak(name.clone().into_boxed_str());
                     return Err((
-                        vec![Key("expect"), Key("windows"), Key(key)],
+                        vec![Key("expect"), Key("windows"), PathSeg::Field(name.clone())],
                         format!(
                             "unknown race window `{name}` (windows: {})",
                             crate::world::WINDOWS.join(", ")
@@ -953,65 +1186,131 @@ fn check_failpoint(name: &str, per_mille: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn serde_error(e: serde_json::Error, text: &str, file: &str) -> ScenarioError {
+/// A serde_json error as (path, line and column, message). The path is where deserializing
+/// stopped, plus the field an error inside a timeline item names (`ITEM_FIELD`) or a missing or
+/// unknown field's name. The position is where the value at that path starts (a missing field:
+/// its object), so an error inside a timeline item points at that item and not at the end of
+/// it; a syntax error or a repeated key is where serde_json stopped.
+fn json_error(
+    text: &str,
+    mut path: Vec<PathSeg>,
+    e: serde_json::Error,
+) -> (Vec<PathSeg>, (usize, usize), String) {
     let full = e.to_string();
     // serde_json appends " at line L column C"; we print the position ourselves.
-    let message = match full.rfind(" at line ") {
+    let mut message = match full.rfind(" at line ") {
         Some(i) => full[..i].to_string(),
         None => full,
     };
-    let field = message
-        .strip_prefix("unknown field `")
-        .or_else(|| message.strip_prefix("missing field `"))
-        .and_then(|rest| rest.split('`').next())
-        .map(str::to_string)
-        .or_else(|| {
-            message
-                .contains("unknown variant")
-                .then(|| "action".to_string())
-        });
-    let (mut line, mut column) = (e.line(), e.column());
-    if line == 0 {
-        line = text.lines().count().max(1);
-        column = 1;
+    if let Some((field, rest)) = message
+        .strip_prefix(ITEM_FIELD)
+        .and_then(|m| m.split_once("`: "))
+    {
+        path.extend(parse_item_path(field));
+        message = rest.to_string();
     }
-    // Tagged enums are buffered, so serde reports the end of the object; point at the offending
-    // token instead (the last occurrence of the quoted token before serde's position).
-    if let Some(token) = message.split('`').nth(1) {
-        let end = offset_of(text, line, column);
-        if let Some(at) = text[..end].rfind(&format!("\"{token}\"")) {
-            (line, column) = line_col(text, at);
+    let named = ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p)?.split('`').next());
+    if let Some(name) = named {
+        if path.last().is_none_or(|last| last.name() != Some(name)) {
+            path.push(PathSeg::Field(name.to_string()));
         }
     }
-    ScenarioError {
-        file: file.to_string(),
-        line,
-        column,
-        field,
-        message,
-    }
+    let stopped = json_offset(text, e.line(), e.column());
+    let pos = if message.starts_with("duplicate field") {
+        // serde_json stopped on the repeated key's closing quote: point at the key.
+        let key = format!("\"{}\"", named.unwrap_or_default());
+        let through = text[stopped..]
+            .chars()
+            .next()
+            .map_or(stopped, |c| stopped + c.len_utf8());
+        line_col(text, text[..through].rfind(&key).unwrap_or(stopped))
+    } else if e.classify() == serde_json::error::Category::Data {
+        locate_nearest(text, &path)
+    } else {
+        line_col(text, stopped)
+    };
+    (path, pos, message)
 }
 
+/// A field path inside a timeline item (`for_ms`, `down_ms[1]`) as segments.
+fn parse_item_path(field: &str) -> Vec<PathSeg> {
+    let mut path = Vec::new();
+    for part in field.split('.') {
+        let mut pieces = part.split('[');
+        if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
+            path.push(PathSeg::Field(key.to_string()));
+        }
+        for idx in pieces {
+            match idx.trim_end_matches(']').parse() {
+                Ok(i) => path.push(PathSeg::Idx(i)),
+                Err(_) => path.push(PathSeg::Field(idx.to_string())),
+            }
+        }
+    }
+    path
+}
+
+/// serde_path_to_error's path as ours; it stops at a segment it could not name.
+fn path_of(p: &serde_path_to_error::Path) -> Vec<PathSeg> {
+    use serde_path_to_error::Segment;
+    p.iter()
+        .map_while(|seg| match seg {
+            Segment::Seq { index } => Some(PathSeg::Idx(*index)),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                Some(PathSeg::Field(key.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A JSON path into a scenario. `Key` is a field named in code, `Field` one read from the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathSeg {
     Key(&'static str),
+    Field(String),
     Idx(usize),
+}
+
+impl PathSeg {
+    fn name(&self) -> Option<&str> {
+        match self {
+            PathSeg::Key(k) => Some(k),
+            PathSeg::Field(k) => Some(k),
+            PathSeg::Idx(_) => None,
+        }
+    }
 }
 
 fn path_string(path: &[PathSeg]) -> String {
     let mut s = String::new();
     for seg in path {
-        match seg {
-            PathSeg::Key(k) => {
+        match seg.name() {
+            Some(k) => {
                 if !s.is_empty() {
                     s.push('.');
                 }
                 s.push_str(k)
             }
-            PathSeg::Idx(i) => s.push_str(&format!("[{i}]")),
+            None => {
+                if let PathSeg::Idx(i) = seg {
+                    s.push_str(&format!("[{i}]"))
+                }
+            }
         }
     }
     s
+}
+
+/// Where the value at `path` starts, or the nearest enclosing value that is there (a missing
+/// field points at its object); the start of the text at worst.
+fn locate_nearest(text: &str, path: &[PathSeg]) -> (usize, usize) {
+    (0..=path.len())
+        .rev()
+        .find_map(|n| locate(text, &path[..n]))
+        .unwrap_or((1, 1))
 }
 
 /// Finds the (line, column) where the value at `path` starts in a JSON text. A tiny scanner:
@@ -1022,7 +1321,8 @@ fn locate(text: &str, path: &[PathSeg]) -> Option<(usize, usize)> {
     for seg in path {
         skip_ws(bytes, &mut pos);
         match seg {
-            PathSeg::Key(k) => {
+            PathSeg::Key(_) | PathSeg::Field(_) => {
+                let k = seg.name().unwrap_or_default();
                 if bytes.get(pos) != Some(&b'{') {
                     return None;
                 }
@@ -1039,7 +1339,7 @@ fn locate(text: &str, path: &[PathSeg]) -> Option<(usize, usize)> {
                     }
                     pos += 1;
                     skip_ws(bytes, &mut pos);
-                    if key == *k {
+                    if key == k {
                         break;
                     }
                     skip_value(bytes, &mut pos)?;
@@ -1070,22 +1370,32 @@ fn locate(text: &str, path: &[PathSeg]) -> Option<(usize, usize)> {
     Some(line_col(text, pos))
 }
 
-/// 1-based line and column of a byte offset.
+/// 1-based line and column of a byte offset; the column counts characters, as editors do.
 fn line_col(text: &str, pos: usize) -> (usize, usize) {
-    let before = &text[..pos.min(text.len())];
+    let before = &text[..floor_char_boundary(text, pos)];
     let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
 }
 
-/// Byte offset of a 1-based line and column (clamped to the text).
-fn offset_of(text: &str, line: usize, column: usize) -> usize {
+/// The byte offset of serde_json's 1-based line and column (its columns count bytes, so the
+/// offset may fall inside a character: it is moved back to that character's start).
+fn json_offset(text: &str, line: usize, column: usize) -> usize {
     let start: usize = text
         .split_inclusive('\n')
         .take(line.saturating_sub(1))
         .map(str::len)
         .sum();
-    (start + column).min(text.len())
+    floor_char_boundary(text, start + column.saturating_sub(1))
+}
+
+/// The largest char boundary at or before `pos` (clamped to the text).
+fn floor_char_boundary(text: &str, pos: usize) -> usize {
+    let mut pos = pos.min(text.len());
+    while !text.is_char_boundary(pos) {
+        pos -= 1;
+    }
+    pos
 }
 
 fn skip_ws(b: &[u8], pos: &mut usize) {
@@ -1247,7 +1557,7 @@ mod tests {
     fn unknown_field_names_the_field_and_line() {
         let bad = GOOD.replace("\"for_ms\": 500", "\"for_ms\": 500, \"forr_ms\": 1");
         let e = Scenario::parse(&bad, "f.json").unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("forr_ms"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("timeline[1].forr_ms"), "{e}");
         assert_eq!(e.line, 6, "{e}");
         let top = GOOD.replace("\"name\": \"t\",", "\"name\": \"t\", \"replics\": 3,");
         let e = Scenario::parse(&top, "f.json").unwrap_err();
@@ -1260,7 +1570,7 @@ mod tests {
         let bad = GOOD.replace("\"action\": \"partition\"", "\"action\": \"explode\"");
         let e = Scenario::parse(&bad, "a.json").unwrap_err();
         assert!(e.message.contains("explode"), "{e}");
-        assert_eq!(e.field.as_deref(), Some("action"));
+        assert_eq!(e.field.as_deref(), Some("timeline[1].action"));
         assert_eq!(e.line, 6, "{e}");
     }
 
@@ -1277,6 +1587,211 @@ mod tests {
         let e = Scenario::parse(&bad, "s.json").unwrap_err();
         assert!(e.message.contains("unknown node selector"), "{e}");
         assert_eq!(e.line, 5);
+    }
+
+    /// Seven partitions of the leader, one per line (the first item on line 5).
+    fn seven_items(last: &str) -> String {
+        let mut items: Vec<String> = (1..=6)
+            .map(|i| {
+                format!(
+                    r#"    {{ "at_ms": {i}00, "action": "partition", "nodes": "leader", "for_ms": 50 }}"#
+                )
+            })
+            .collect();
+        items.push(format!("    {last}"));
+        format!(
+            "{{\n  \"name\": \"t\",\n  \"duration_ms\": 5000,\n  \"timeline\": [\n{}\n  ]\n}}\n",
+            items.join(",\n")
+        )
+    }
+
+    #[test]
+    fn errors_inside_a_timeline_item_name_its_path_and_line() {
+        let cases = [
+            // A missing field: the item that lacks it, not another item that has it.
+            (
+                r#"{ "at_ms": 700, "action": "partition", "nodes": "leader" }"#,
+                "timeline[6].for_ms",
+                "missing field `for_ms`",
+                5,
+            ),
+            // A wrong type: the field, at its value (not the end of the object).
+            (
+                r#"{ "at_ms": 700, "action": "partition", "nodes": "leader", "for_ms": "50" }"#,
+                "timeline[6].for_ms",
+                "invalid type: string \"50\", expected u64",
+                73,
+            ),
+            (
+                r#"{ "at_ms": 700, "action": "partition", "nodes": "the leader", "for_ms": 50 }"#,
+                "timeline[6].nodes",
+                "unknown node selector `the leader`",
+                53,
+            ),
+            (
+                r#"{ "at_ms": 700, "action": "restart", "nodes": "all", "down_ms": [1, -2] }"#,
+                "timeline[6].down_ms[1]",
+                "invalid value: integer `-2`, expected u64",
+                73,
+            ),
+            (
+                r#"{ "at_ms": 700, "action": "partition", "nodes": "leader", "for_ms": 5, "for_ms": 6 }"#,
+                "timeline[6].for_ms",
+                "duplicate field `for_ms`",
+                76,
+            ),
+            (
+                r#"{ "at_ms": 700, "action": "parition", "nodes": "leader", "for_ms": 5 }"#,
+                "timeline[6].action",
+                "unknown variant `parition`",
+                31,
+            ),
+            (
+                r#"{ "at_ms": 700, "nodes": "leader", "for_ms": 5 }"#,
+                "timeline[6].action",
+                "missing field `action`",
+                5,
+            ),
+        ];
+        for (item, field, message, column) in cases {
+            let e = Scenario::parse(&seven_items(item), "t.json").unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{item}: {e}");
+            assert!(e.message.starts_with(message), "{item}: {e}");
+            assert_eq!((e.line, e.column), (11, column), "{item}: {e}");
+        }
+        let good = seven_items(r#"{ "at_ms": 700, "action": "kill", "nodes": "n1" }"#);
+        assert_eq!(Scenario::parse(&good, "t.json").unwrap().timeline.len(), 7);
+    }
+
+    #[test]
+    fn non_ascii_text_is_an_error_with_a_position_never_a_panic() {
+        // A no-break space or curly quotes pasted from a document, right after a value.
+        for (bad, line, column) in [
+            (
+                "{\n  \"name\": \"t\",\n  \"duration_ms\": 5000\u{a0}\n}",
+                3,
+                22,
+            ),
+            (
+                "{\n  \"name\": \u{201c}t\u{201d},\n  \"duration_ms\": 5000\n}",
+                2,
+                11,
+            ),
+            (
+                "{\n  \"name\": \"t\"\u{2019},\n  \"duration_ms\": 5000\n}",
+                2,
+                14,
+            ),
+            (
+                "{ \"name\": \"\u{e9}t\u{e9}\", \"duration_ms\": 5000 }\u{2014}",
+                1,
+                39,
+            ),
+        ] {
+            let e = Scenario::parse(bad, "u.json").unwrap_err();
+            assert_eq!((e.line, e.column), (line, column), "{bad:?}: {e}");
+        }
+        // Columns count characters: the `é`s before the bad value count one each.
+        let e = Scenario::parse(
+            "{ \"name\": \"\u{e9}\u{e9}\", \"duration_ms\": \"x\" }",
+            "u.json",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.field.as_deref()),
+            (1, 32, Some("duration_ms")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let s = Scenario::parse(&format!("\u{feff}{GOOD}"), "bom.json").unwrap();
+        assert_eq!(s.timeline.len(), 2);
+        let e = Scenario::parse("\u{feff}{\n  \"name\": 1 }", "bom.json").unwrap_err();
+        assert_eq!(
+            (e.line, e.column),
+            (2, 11),
+            "columns as an editor shows them: {e}"
+        );
+    }
+
+    #[test]
+    fn scenarios_the_harness_cannot_run_are_refused() {
+        let with_timeline = |replicas: u8, item: &str| {
+            format!(
+                r#"{{ "name": "t", "replicas": {replicas}, "duration_ms": 5000, "timeline": [ {item} ] }}"#
+            )
+        };
+        let partition = |nodes: &str| {
+            format!(
+                r#"{{ "at_ms": 100, "action": "partition", "nodes": "{nodes}", "for_ms": 50 }}"#
+            )
+        };
+        let cases = [
+            (with_timeline(2, &partition("minority")), "timeline[0].nodes", "needs at least 3 replicas"),
+            (with_timeline(1, &partition("minority")), "timeline[0].nodes", "needs at least 3 replicas"),
+            (
+                r#"{ "name": "t", "replicas": 2, "duration_ms": 5000, "chaos": { "faults": ["kill", "split"], "mean_interval_ms": 500 } }"#.to_string(),
+                "chaos.faults[1]",
+                "needs at least 3 replicas",
+            ),
+            (
+                with_timeline(3, r#"{ "at_ms": 5000, "action": "kill", "nodes": "n1" }"#),
+                "timeline[0].at_ms",
+                "not before duration_ms 5000",
+            ),
+            (
+                with_timeline(3, r#"{ "at_ms": 10, "action": "partition", "nodes": "n1", "for_ms": 18446744073709551615 }"#),
+                "timeline[0].for_ms",
+                "must be at most 3600000",
+            ),
+            (
+                with_timeline(3, r#"{ "at_ms": 10, "action": "restart", "nodes": "n1", "down_ms": [1, 4000000] }"#),
+                "timeline[0].down_ms",
+                "must be at most 3600000",
+            ),
+            (
+                with_timeline(3, r#"{ "at_ms": 10, "action": "crash_points", "per_mille": 5, "for_ms": 1, "down_ms": [99999999999, 99999999999] }"#),
+                "timeline[0].down_ms",
+                "must be at most 3600000",
+            ),
+            (
+                r#"{ "name": "t", "duration_ms": 18446744073709551615 }"#.to_string(),
+                "duration_ms",
+                "must be 1..=3600000",
+            ),
+            (
+                r#"{ "name": "t", "duration_ms": 5000, "liveness_timeout_ms": 18446744073709551615 }"#.to_string(),
+                "liveness_timeout_ms",
+                "must be at most 3600000",
+            ),
+            (
+                r#"{ "name": "t", "duration_ms": 5000, "chaos": { "faults": ["kill"], "mean_interval_ms": 18446744073709551615 } }"#.to_string(),
+                "chaos.mean_interval_ms",
+                "must be at most 3600000",
+            ),
+            (
+                r#"{ "name": "t", "duration_ms": 5000, "checks": [] }"#.to_string(),
+                "checks",
+                "checked nothing",
+            ),
+        ];
+        for (text, field, message) in cases {
+            let e = Scenario::parse(&text, "r.json").unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{text}: {e}");
+            assert!(e.message.contains(message), "{text}: {e}");
+            assert!(e.line >= 1 && e.column >= 1, "{e}");
+        }
+        // What stays allowed: a minority of three, `split` where the swarm draws 3 or 5
+        // replicas, the last millisecond of the fault phase.
+        for ok in [
+            with_timeline(3, &partition("minority")),
+            r#"{ "name": "t", "replicas": 1, "duration_ms": 5000, "chaos": { "faults": ["split"], "mean_interval_ms": 500, "swarm": true, "swarm_world": true } }"#.to_string(),
+            with_timeline(3, r#"{ "at_ms": 4999, "action": "kill", "nodes": "n1" }"#),
+        ] {
+            Scenario::parse(&ok, "ok.json").unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
     }
 
     #[test]
@@ -1454,7 +1969,7 @@ mod tests {
         let e = Scenario::parse(&text, "x.json").unwrap_err();
         assert_eq!(
             e.field.as_deref(),
-            Some("minfound"),
+            Some("expect.minfound"),
             "unknown fields are rejected: {e}"
         );
     }
