@@ -337,6 +337,3 @@ pub struct KeystoreRef {
     pub cookie: Cookie,
     pub ts: u64,
 }
-
-#[cfg(test)]
-mod tests;

@@ -654,6 +654,3 @@ pub struct Cut {
     /// Timestamp of the committed keystore at the cut.
     pub keystore_ts: u64,
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,9 +1,12 @@
+//! The key hierarchy (keystore.rs) end to end with the KMS core (kms.rs). The KMS sits above
+//! the keystore, so these run from outside the crate.
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::*;
-use crate::kms::Kms;
-use crate::pages::addr_pack;
+use engine::keystore::*;
+use engine::kms::Kms;
+use engine::pages::{addr_pack, Cookie};
 
 fn setup() -> (Kms, Keystore, ChaCha8Rng) {
     let kms = Kms::new(7);

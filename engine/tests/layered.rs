@@ -1,7 +1,11 @@
-use super::*;
-use crate::checkpoint::{plan, Reconciliation};
-use crate::raft::{Entry, Op};
-use crate::state::StateMachine;
+//! The layered store (layered.rs) through whole checkpoints (checkpoint.rs, which sits above
+//! it), so these run from outside the crate.
+
+use engine::checkpoint::{plan, Reconciliation};
+use engine::layered::*;
+use engine::pages::Lsn;
+use engine::raft::{Entry, Index, Op, Term};
+use engine::state::{Collection, StateMachine};
 use rand::{Rng, SeedableRng};
 
 fn entry(index: Index, op: Op) -> Entry {
@@ -23,7 +27,7 @@ fn put(c: &str, k: &str, v: &str) -> Op {
 }
 
 /// Runs a whole checkpoint against an in-memory "page service" (LSNs from a counter).
-pub(crate) fn checkpoint(store: &mut Store, next_lsn: &mut u64, term: Term) -> Vec<Lsn> {
+fn checkpoint(store: &mut Store, next_lsn: &mut u64, term: Term) -> Vec<Lsn> {
     let cut = store
         .begin_checkpoint()
         .expect("leader with no checkpoint running");
@@ -38,7 +42,6 @@ pub(crate) fn checkpoint(store: &mut Store, next_lsn: &mut u64, term: Term) -> V
     store.complete_checkpoint(view);
     frees.into_iter().map(|(_, c)| c.lsn).collect()
 }
-use crate::pages::Lsn;
 
 #[test]
 fn ingest_reads_over_stable_and_is_pruned_at_pickup() {
