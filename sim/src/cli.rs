@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use engine::{Knobs, KnownBug};
+use engine::Knobs;
 use reports::{CiCase, CiReport, RunReport, SeedReport, TraceEvent, ViolationKind};
 
 use crate::bench;
-use crate::runner::{self, sweep, HuntSearch, Sweep, SweepResult};
+use crate::runner::{self, sweep, HuntSearch, Seeds, Sweep, SweepResult};
 use crate::scenario::{self, Scenario, Verdict};
 
 pub const EXIT_PASS: i32 = 0;
@@ -49,7 +49,7 @@ pub struct SeedArgs {
 
 impl SeedArgs {
     /// The seeds this process runs, after sharding.
-    fn seed_list(&self) -> Result<Vec<u64>, UsageError> {
+    fn seed_list(&self) -> Result<Seeds, UsageError> {
         if self.seeds == 0 {
             return Err(UsageError("--seeds must be at least 1".into()));
         }
@@ -66,12 +66,9 @@ impl SeedArgs {
             })?,
             _ => (0, 1),
         };
-        let all = self.seed..self.seed.saturating_add(self.seeds);
-        Ok(all
-            .enumerate()
-            .filter(|(k, _)| *k as u64 % n == i)
-            .map(|(_, s)| s)
-            .collect())
+        let all = Seeds::range(self.seed, self.seeds)
+            .map_err(|e| UsageError(format!("--seed {} --seeds {}: {e}", self.seed, self.seeds)))?;
+        Ok(all.shard(i, n))
     }
 }
 
@@ -283,6 +280,10 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
         } => {
             let (scn, knobs) = load_with_bugs(&scenario, &bugs)?;
             let seed_list = seeds.seed_list()?;
+            if let Some(dir) = &out {
+                // Before the sweep, not after it: a long sweep must not end in "cannot write".
+                check_out_dir(dir)?;
+            }
             let s = Sweep {
                 scenario: scn,
                 scenario_arg: scenario.clone(),
@@ -381,9 +382,7 @@ fn load_with_bugs(arg: &str, bugs: &[String]) -> Result<(Arc<Scenario>, Knobs), 
     let scn = Scenario::load(&path)?;
     let mut all = scn.bugs();
     for b in bugs {
-        let bug: KnownBug = b
-            .parse()
-            .map_err(|e: String| UsageError(format!("--bug: {e}")))?;
+        let bug = scenario::parse_knob(b).map_err(|e| UsageError(format!("--bug: {e}")))?;
         if !bug.implemented() {
             return Err(UsageError(format!(
                 "--bug {bug}: this knob is not modelled by the engine yet"
@@ -469,6 +468,15 @@ fn file_part(name: &str) -> String {
     }
 }
 
+/// Creates `--out DIR` if needed and makes sure a file can be written there.
+fn check_out_dir(dir: &Path) -> Result<(), UsageError> {
+    let cannot = |e: std::io::Error| UsageError(format!("--out {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    let probe = dir.join(format!(".faultline-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(cannot)?;
+    std::fs::remove_file(&probe).map_err(cannot)
+}
+
 /// Writes the run report and, per failing seed, `<scenario>-seed-<S>.json`, `.html`,
 /// `.perfetto.json` and `.trace.txt`, each atomically. The last three need the seed's full
 /// trace, so each failing seed is re-run once with it kept (unless `--trace` already kept it);
@@ -505,7 +513,7 @@ fn write_out(dir: &Path, r: &SweepResult, s: &Sweep) -> Result<bool, UsageError>
                 scenario: s.scenario.clone(),
                 scenario_arg: s.scenario_arg.clone(),
                 knobs: s.knobs.clone(),
-                seeds: missing,
+                seeds: Seeds::List(missing),
                 jobs: s.jobs,
                 fail_fast: false,
                 keep_full_trace: true,
@@ -679,7 +687,7 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
             scenario: scn.clone(),
             scenario_arg: arg.clone(),
             knobs: knobs.clone(),
-            seeds: vec![f.seed],
+            seeds: Seeds::List(vec![f.seed]),
             jobs: 1,
             fail_fast: false,
             keep_full_trace,
@@ -950,6 +958,11 @@ fn hunt(
     jobs: usize,
 ) -> Result<i32, UsageError> {
     let (scn, knobs) = load_with_bugs(arg, bugs)?;
+    if max_seeds == 0 {
+        return Err(UsageError("--max-seeds must be at least 1".into()));
+    }
+    Seeds::range(first, max_seeds)
+        .map_err(|e| UsageError(format!("--seed {first} --max-seeds {max_seeds}: {e}")))?;
     let wall = std::time::Instant::now();
     let h = runner::hunt(&HuntSearch {
         scenario: scn,
@@ -1162,60 +1175,55 @@ fn ci(
     filter: Option<String>,
 ) -> Result<i32, UsageError> {
     let wall = std::time::Instant::now();
-    let mut cases = Vec::new();
     let named = scenario::named();
     if named.is_empty() {
         return Err(UsageError(
             "no named scenarios found (looked in ./scenarios and $FAULTLINE_SCENARIOS)".into(),
         ));
     }
-    for (name, path) in named {
-        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
-            continue;
-        }
-        let scn = Arc::new(Scenario::load(&path)?);
-        let n = seeds.unwrap_or(scn.expect.ci_seeds()).max(1);
-        let s = Sweep {
-            scenario: scn.clone(),
-            scenario_arg: name.clone(),
-            knobs: Knobs::new(scn.bugs()),
-            seeds: (1..=n).collect(),
-            jobs,
-            // The whole budget runs: an early failure of another kind does not settle a `fail`
-            // expectation, and the found-in-N-seeds share is worth reporting.
-            fail_fast: false,
-            keep_full_trace: false,
-            progress: false,
-            determinism_every: CI_DETERMINISM_EVERY,
-        };
-        let r = sweep(&s);
-        let (mut passed, mut message) = judge(&scn, &r.report);
-        if !r.nondeterministic.is_empty() {
-            report_nondeterminism(&r);
-            passed = false;
-            message = format!(
-                "NON-DETERMINISM on seeds {:?}; {message}",
-                r.nondeterministic.iter().map(|n| n.0).collect::<Vec<_>>()
-            );
-        }
-        let expectation = match scn.expect.verdict {
-            Verdict::Pass => "pass".to_string(),
-            Verdict::Fail => format!("fail with {}", expect_finding(&scn.expect)),
+    let selected: Vec<(String, PathBuf)> = named
+        .into_iter()
+        .filter(|(name, _)| filter.as_ref().is_none_or(|f| name.contains(f.as_str())))
+        .collect();
+    if selected.is_empty() {
+        // Running nothing would pass: a typo in a CI job's filter must not turn it green.
+        return Err(UsageError(format!(
+            "--filter {}: no named scenario's name contains it (see `faultline list`)",
+            filter.unwrap_or_default()
+        )));
+    }
+    if let Some(n) = seeds {
+        Seeds::range(1, n).map_err(|e| UsageError(format!("--seeds {n}: {e}")))?;
+    }
+    let mut cases = Vec::new();
+    let mut invalid = false;
+    for (name, path) in selected {
+        let case = match Scenario::load(&path) {
+            Ok(scn) => ci_case(name, Arc::new(scn), seeds, jobs)?,
+            Err(e) => {
+                // One bad file fails its own case; the others still run, and the exit code
+                // says bad input.
+                eprintln!("faultline: error: {e}");
+                invalid = true;
+                CiCase {
+                    scenario: name,
+                    expectation: "a valid scenario".into(),
+                    passed: false,
+                    message: format!("invalid scenario: {e}"),
+                    seeds_run: 0,
+                    wall_ms: 0,
+                    failing_seeds: vec![],
+                }
+            }
         };
         println!(
-            "{} {name}: {message} ({:.1}s)",
-            if passed { "ok  " } else { "FAIL" },
-            r.report.wall_ms as f64 / 1e3
+            "{} {}: {} ({:.1}s)",
+            if case.passed { "ok  " } else { "FAIL" },
+            case.scenario,
+            case.message,
+            case.wall_ms as f64 / 1e3
         );
-        cases.push(CiCase {
-            scenario: name,
-            expectation,
-            passed,
-            message,
-            seeds_run: r.report.seeds_run,
-            wall_ms: r.report.wall_ms,
-            failing_seeds: r.report.failures.clone(),
-        });
+        cases.push(case);
     }
     let report = CiReport {
         cases,
@@ -1231,5 +1239,56 @@ fn ci(
         report.cases.len(),
         report.wall_ms as f64 / 1e3
     );
-    Ok(if ok { EXIT_PASS } else { EXIT_FAIL })
+    Ok(match (invalid, ok) {
+        (true, _) => EXIT_USAGE,
+        (false, true) => EXIT_PASS,
+        (false, false) => EXIT_FAIL,
+    })
+}
+
+/// One `ci` case: a sweep of seeds 1..=N (`--seeds`, else the scenario's `ci_seeds`) judged
+/// against the scenario's expectation.
+fn ci_case(
+    name: String,
+    scn: Arc<Scenario>,
+    seeds: Option<u64>,
+    jobs: usize,
+) -> Result<CiCase, UsageError> {
+    let n = seeds.unwrap_or(scn.expect.ci_seeds()).max(1);
+    let s = Sweep {
+        scenario: scn.clone(),
+        scenario_arg: name.clone(),
+        knobs: Knobs::new(scn.bugs()),
+        seeds: Seeds::range(1, n).map_err(|e| UsageError(format!("{name}: {e}")))?,
+        jobs,
+        // The whole budget runs: an early failure of another kind does not settle a `fail`
+        // expectation, and the found-in-N-seeds share is worth reporting.
+        fail_fast: false,
+        keep_full_trace: false,
+        progress: false,
+        determinism_every: CI_DETERMINISM_EVERY,
+    };
+    let r = sweep(&s);
+    let (mut passed, mut message) = judge(&scn, &r.report);
+    if !r.nondeterministic.is_empty() {
+        report_nondeterminism(&r);
+        passed = false;
+        message = format!(
+            "NON-DETERMINISM on seeds {:?}; {message}",
+            r.nondeterministic.iter().map(|n| n.0).collect::<Vec<_>>()
+        );
+    }
+    let expectation = match scn.expect.verdict {
+        Verdict::Pass => "pass".to_string(),
+        Verdict::Fail => format!("fail with {}", expect_finding(&scn.expect)),
+    };
+    Ok(CiCase {
+        scenario: name,
+        expectation,
+        passed,
+        message,
+        seeds_run: r.report.seeds_run,
+        wall_ms: r.report.wall_ms,
+        failing_seeds: r.report.failures.clone(),
+    })
 }

@@ -1,7 +1,7 @@
 //! Seed sweeps: one fresh OS thread per seed, `jobs` of them at a time, results in seed order.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use engine::Knobs;
@@ -11,12 +11,83 @@ use reports::{ClientOp, RunReport, SeedReport, TraceEvent};
 use crate::scenario::Scenario;
 use crate::world::{run_seed, SeedOptions};
 
+/// The seeds of a sweep. A range is computed seed by seed, never listed: `--seeds 1000000000`
+/// costs no memory up front. Either way a sweep reports in seed order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seeds {
+    /// `first`, `first + step`, `first + 2 * step`, ...: `len` seeds, all within u64.
+    Range { first: u64, step: u64, len: u64 },
+    /// These seeds (failures re-run for their traces, one seed replayed).
+    List(Vec<u64>),
+}
+
+impl Seeds {
+    /// Seeds `first..first + count`. The end must fit in u64: a range past the last seed is
+    /// refused, not cut short (it would run fewer seeds than asked and say all passed).
+    pub fn range(first: u64, count: u64) -> Result<Seeds, String> {
+        match first.checked_add(count) {
+            Some(_) => Ok(Seeds::Range {
+                first,
+                step: 1,
+                len: count,
+            }),
+            None => Err(format!(
+                "{first} + {count} overflows u64: the sweep is seeds S..S+N, so S+N must be at most {}",
+                u64::MAX
+            )),
+        }
+    }
+
+    /// Shard `i` of `n` (`i < n`): the k-th seed of the sweep goes to shard k mod n.
+    pub fn shard(&self, i: u64, n: u64) -> Seeds {
+        match self {
+            Seeds::Range { first, step, len } => Seeds::Range {
+                first: first.saturating_add(i.saturating_mul(*step)),
+                step: step.saturating_mul(n),
+                len: len.saturating_sub(i).div_ceil(n),
+            },
+            Seeds::List(v) => Seeds::List(
+                v.iter()
+                    .copied()
+                    .skip(i as usize)
+                    .step_by(n as usize)
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Seeds::Range { len, .. } => *len,
+            Seeds::List(v) => v.len() as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The k-th seed of the sweep.
+    pub fn get(&self, k: u64) -> Option<u64> {
+        match self {
+            Seeds::Range { first, step, len } => (k < *len).then(|| first + k * step),
+            Seeds::List(v) => usize::try_from(k).ok().and_then(|k| v.get(k).copied()),
+        }
+    }
+}
+
+impl FromIterator<u64> for Seeds {
+    fn from_iter<I: IntoIterator<Item = u64>>(iter: I) -> Self {
+        Seeds::List(iter.into_iter().collect())
+    }
+}
+
 pub struct Sweep {
     pub scenario: Arc<Scenario>,
     /// How the user named the scenario (a name or a path); used in replay commands.
     pub scenario_arg: String,
     pub knobs: Knobs,
-    pub seeds: Vec<u64>,
+    pub seeds: Seeds,
     pub jobs: usize,
     pub fail_fast: bool,
     pub keep_full_trace: bool,
@@ -46,7 +117,7 @@ pub fn replay_command(scenario_arg: &str, seed: u64, knobs: &Knobs) -> String {
 
 pub fn sweep(s: &Sweep) -> SweepResult {
     let wall = std::time::Instant::now();
-    let next = AtomicUsize::new(0);
+    let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let failures = AtomicU64::new(0);
     // Per seed: its report, its full trace and history (when kept), the second run's hash.
@@ -54,7 +125,7 @@ pub fn sweep(s: &Sweep) -> SweepResult {
     type Done = (SeedReport, Kept, Option<String>);
     let results: Mutex<BTreeMap<u64, Done>> = Mutex::new(BTreeMap::new());
     let bar = if s.progress {
-        ProgressBar::with_draw_target(Some(s.seeds.len() as u64), ProgressDrawTarget::stderr())
+        ProgressBar::with_draw_target(Some(s.seeds.len()), ProgressDrawTarget::stderr())
     } else {
         ProgressBar::hidden()
     };
@@ -65,7 +136,10 @@ pub fn sweep(s: &Sweep) -> SweepResult {
         .expect("valid template"),
     );
     bar.set_message("failures: 0");
-    let jobs = s.jobs.clamp(1, 256).min(s.seeds.len().max(1));
+    let jobs = s
+        .jobs
+        .clamp(1, 256)
+        .min(usize::try_from(s.seeds.len()).unwrap_or(256).max(1));
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
@@ -73,7 +147,7 @@ pub fn sweep(s: &Sweep) -> SweepResult {
                     return;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&seed) = s.seeds.get(i) else { return };
+                let Some(seed) = s.seeds.get(i) else { return };
                 let replay = replay_command(&s.scenario_arg, seed, &s.knobs);
                 let opts = SeedOptions {
                     keep_full_trace: s.keep_full_trace,
@@ -86,7 +160,8 @@ pub fn sweep(s: &Sweep) -> SweepResult {
                     opts.clone(),
                     replay.clone(),
                 );
-                let second = (s.determinism_every > 0 && i % s.determinism_every == 0).then(|| {
+                let every = s.determinism_every as u64;
+                let second = (every > 0 && i % every == 0).then(|| {
                     run_seed(s.scenario.clone(), seed, s.knobs.clone(), opts, replay)
                         .report
                         .trace_hash
@@ -163,7 +238,12 @@ pub fn hunt(h: &HuntSearch) -> HuntResult {
         scenario: h.scenario.clone(),
         scenario_arg: h.scenario_arg.clone(),
         knobs: h.knobs.clone(),
-        seeds: (h.first..h.first + h.max_seeds).collect(),
+        // The CLI refuses a range past the last seed; here it stops there.
+        seeds: Seeds::Range {
+            first: h.first,
+            step: 1,
+            len: h.max_seeds.min(u64::MAX - h.first),
+        },
         jobs: h.jobs,
         fail_fast: true,
         keep_full_trace: false,
@@ -178,7 +258,38 @@ pub fn hunt(h: &HuntSearch) -> HuntResult {
         },
         None => HuntResult {
             found: None,
-            tried: h.max_seeds,
+            tried: s.seeds.len(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seeds;
+
+    fn all(s: &Seeds) -> Vec<u64> {
+        (0..s.len()).map(|k| s.get(k).unwrap()).collect()
+    }
+
+    #[test]
+    fn seed_ranges_are_computed_sharded_and_refused_past_u64() {
+        let r = Seeds::range(5, 7).unwrap();
+        assert_eq!(all(&r), (5..12).collect::<Vec<_>>());
+        assert_eq!(r.get(7), None);
+        // Shards cover every seed once, seed k of the sweep in shard k mod n.
+        let mut covered: Vec<u64> = (0..3).flat_map(|i| all(&r.shard(i, 3))).collect();
+        covered.sort_unstable();
+        assert_eq!(covered, all(&r));
+        assert_eq!(all(&r.shard(1, 3)), vec![6, 9]);
+        assert!(Seeds::range(3, 2).unwrap().shard(4, 5).is_empty());
+        // The end S+N must fit: the last seed is never silently dropped.
+        assert!(Seeds::range(u64::MAX, 1).is_err());
+        assert!(Seeds::range(u64::MAX - 10, 11).is_err());
+        let top = Seeds::range(u64::MAX - 10, 10).unwrap();
+        assert_eq!(top.get(9), Some(u64::MAX - 1));
+        assert_eq!(top.shard(1, 4).get(2), Some(u64::MAX - 1));
+        // A billion seeds, computed as they are asked for.
+        let big = Seeds::range(1, 1_000_000_000).unwrap();
+        assert_eq!(big.get(999_999_999), Some(1_000_000_000));
     }
 }

@@ -254,6 +254,9 @@ pub struct Expect {
 /// `ci_seeds` when a scenario does not set it.
 pub const DEFAULT_CI_SEEDS: u64 = 10;
 
+/// The most `ci_seeds` a scenario may ask for.
+pub const MAX_CI_SEEDS: u64 = 1_000_000;
+
 impl Default for Expect {
     fn default() -> Self {
         Expect {
@@ -842,7 +845,7 @@ impl Scenario {
             }
         }
         for (i, b) in self.known_bugs.iter().enumerate() {
-            match b.parse::<KnownBug>() {
+            match parse_knob(b) {
                 Err(e) => return err(vec![Key("known_bugs"), Idx(i)], e),
                 Ok(bug) if !bug.implemented() => {
                     return err(
@@ -1094,6 +1097,11 @@ impl Expect {
         use PathSeg::Key;
         let at = |k: &'static str| vec![Key("expect"), Key(k)];
         let ci = self.ci_seeds();
+        if let Some(n) = self.ci_seeds {
+            if !(1..=MAX_CI_SEEDS).contains(&n) {
+                return Err((at("ci_seeds"), format!("{n}: must be 1..={MAX_CI_SEEDS}")));
+            }
+        }
         match self.verdict {
             Verdict::Pass => {
                 let fail_only = [
@@ -1459,6 +1467,32 @@ fn skip_value(b: &[u8], pos: &mut usize) -> Option<()> {
     }
 }
 
+/// The candidate closest to `word`, if it is close enough to be what was meant (a typo: a
+/// few characters dropped, added, changed or swapped).
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).clamp(1, 4);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// `"; did you mean x?"` when a candidate is close to `word`, else nothing.
+fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(word, candidates).map_or(String::new(), |c| format!("; did you mean {c}?"))
+}
+
+/// A known-bug knob by name; a misspelled one is refused with the name it is closest to.
+pub fn parse_knob(name: &str) -> Result<KnownBug, String> {
+    name.parse::<KnownBug>()
+        .map_err(|e| e + &suggestion(name, KnownBug::ALL.iter().map(|b| b.name())))
+}
+
 /// Where named scenarios live: `$FAULTLINE_SCENARIOS`, `./scenarios`, then the source tree's.
 pub fn scenario_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
@@ -1482,12 +1516,16 @@ pub fn resolve(arg: &str) -> Result<PathBuf, ScenarioError> {
             return Ok(f);
         }
     }
+    let names = named();
     Err(ScenarioError {
         file: arg.to_string(),
         line: 0,
         column: 0,
         field: None,
-        message: "no such scenario file or named scenario (see `faultline list`)".into(),
+        message: format!(
+            "no such scenario file or named scenario (see `faultline list`){}",
+            suggestion(arg, names.iter().map(|(n, _)| n.as_str()))
+        ),
     })
 }
 
