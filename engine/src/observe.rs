@@ -150,7 +150,7 @@ pub trait Observer: Send + Sync {
         Delivery::Now
     }
     /// The node reached a moment where a crash matters. `true`: the harness killed the node
-    /// here, and the calling task must not take another step (see [`crate::net::crash_here`]).
+    /// here, and the calling task must not take another step (see [`crate::net::crash_point`]).
     /// Called with none of the node's locks held.
     fn crash_point(&self, _node: NodeId, _point: CrashPoint) -> bool {
         false
