@@ -11,10 +11,10 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::guard::guarded;
 use crate::keystore::{fresh_key, nonce, open, seal, KeyBytes};
 use crate::observe::{Event, Observer, StorageEvent, Warning};
 use crate::raft::NodeId;
-use crate::replica::guarded;
 use crate::wire::{Wire, TAG};
 
 /// The node id the KMS reports events under.

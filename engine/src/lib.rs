@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod failpoints;
 pub mod frames;
+pub mod guard;
 pub mod handles;
 pub mod keystore;
 pub mod kms;

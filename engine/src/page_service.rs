@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use madsim::net::Endpoint;
 
+use crate::guard::guarded;
 use crate::observe::{CrashPoint, Event, InspectPages, Observer, StorageEvent, Warning};
 use crate::page_store::{BlockInfo, PageStore, Published, PAGES_FILE};
 use crate::pages::Lsn;
 use crate::raft::NodeId;
-use crate::replica::guarded;
 use crate::storage::Storage;
 use crate::wire::{Wire, TAG};
 

@@ -5,12 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use madsim::net::Endpoint;
 
 use rand::{Rng, SeedableRng};
@@ -18,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, Reconciliation};
 use crate::failpoints::{self, FailpointRates, Failpoints};
-use crate::invariant::classify_panic;
+use crate::guard::guarded;
 use crate::keystore::{self, DataKey, KeyBytes, Keystore, KeystoreRef};
 use crate::kms::{KmsOp, KmsResult};
 use crate::knobs::{planted, Knobs, KnownBug};
@@ -246,23 +245,6 @@ fn sim_clock_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
-}
-
-/// Runs a future as one of the node's tasks: an engine invariant failure becomes an abort of
-/// this node (reported, then the task parks until the harness kills the node); any other panic
-/// is reported as a crash.
-pub async fn guarded<F: std::future::Future<Output = ()>>(
-    obs: Arc<dyn Observer>,
-    node: NodeId,
-    fut: F,
-) {
-    if let Err(payload) = AssertUnwindSafe(fut).catch_unwind().await {
-        match classify_panic(payload.as_ref()) {
-            Ok(abort) => obs.abort(node, abort),
-            Err(msg) => obs.crash(node, msg),
-        }
-        futures::future::pending::<()>().await;
-    }
 }
 
 /// Starts a replica incarnation and runs it until the node is killed.
