@@ -1,7 +1,9 @@
 //! The key-management service: holds the CMK versions and wraps or unwraps KEKs for the
 //! replicas; key material never leaves it. [`Kms`] is the pure core; [`run`] serves it as its
 //! own node, which the harness kills and restarts (callers retry, like any RPC). CMK versions
-//! derive from the service's seed, as an HSM's keys survive a restart of the front end.
+//! derive from the service's seed, as an HSM's keys survive a restart of the front end. Its
+//! requests and results ([`KmsOp`], [`KmsResult`]) travel in the wire envelope, so they are
+//! defined there.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,46 +11,17 @@ use std::sync::Arc;
 use madsim::net::Endpoint;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::guard::guarded;
 use crate::keystore::{fresh_key, nonce, open, seal, KeyBytes};
 use crate::observe::{Event, Observer, StorageEvent, Warning};
 use crate::raft::NodeId;
-use crate::wire::{Wire, TAG};
+use crate::wire::{KmsOp, KmsResult, Wire, TAG};
 
 /// The node id the KMS reports events under.
 pub const KMS_NODE: NodeId = 255;
 /// CMK versions the service holds: 1..=MAX_CMK_VERSION.
 pub const MAX_CMK_VERSION: u32 = 1_000;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KmsOp {
-    Wrap {
-        cmk_version: u32,
-        aad: Vec<u8>,
-        plaintext: Vec<u8>,
-    },
-    Unwrap {
-        cmk_version: u32,
-        aad: Vec<u8>,
-        ciphertext: Vec<u8>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KmsResult {
-    Wrapped(Vec<u8>),
-    Unwrapped(Vec<u8>),
-    /// Unknown CMK version, or a ciphertext that does not open under it.
-    Refused(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KmsRequest {
-    pub req_id: u64,
-    pub op: KmsOp,
-}
 
 /// The KMS's keys: every CMK version, derived from one secret seed.
 #[derive(Clone)]

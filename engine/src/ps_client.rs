@@ -11,11 +11,10 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use madsim::net::Endpoint;
 
-use crate::kms::{KmsOp, KmsRequest, KmsResult};
 use crate::observe::Observer;
 use crate::page_store::{PsOp, PsRequest, PsResult};
 use crate::raft::NodeId;
-use crate::wire::{Wire, TAG};
+use crate::wire::{KmsOp, KmsRequest, KmsResult, Wire, TAG};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RpcError {

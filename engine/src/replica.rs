@@ -19,7 +19,6 @@ use crate::checkpoint::{self, Reconciliation};
 use crate::failpoints::{self, FailpointRates, Failpoints};
 use crate::guard::guarded;
 use crate::keystore::{self, DataKey, KeyBytes, Keystore, KeystoreRef};
-use crate::kms::{KmsOp, KmsResult};
 use crate::knobs::{planted, Knobs, KnownBug};
 use crate::layered::{CheckpointMeta, Mode, StableView, Store};
 use crate::log_store::LogStore;
@@ -33,7 +32,7 @@ use crate::ps_client::{KmsClient, PsClient};
 use crate::raft::{Entry, Index, NodeId, ProposeError, Raft, RaftConfig, Role, Term};
 use crate::state::{Collection, CollectionHash};
 use crate::storage::{Storage, StorageError};
-use crate::wire::{AdminAction, ClientResult, Wire, TAG};
+use crate::wire::{AdminAction, ClientResult, KmsOp, KmsResult, Wire, TAG};
 
 /// Outbound peer connections with reconnect backoff, as a TCP transport has them. Requests
 /// (appends, vote requests) need the sender's own connection to the peer; responses go back on

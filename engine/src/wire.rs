@@ -1,9 +1,12 @@
 //! What travels between simulated nodes. Messages are passed as typed payloads (madsim's raw
 //! datagrams), so serialization is not exercised by the network model.
+//!
+//! The envelope sits below every node that sends it: it names raft's messages and the page
+//! store's requests, and defines the KMS's requests and results itself (the KMS node, which
+//! serves them, sits above it).
 
 use serde::{Deserialize, Serialize};
 
-use crate::kms::{KmsRequest, KmsResult};
 use crate::page_store::{PsRequest, PsResult};
 use crate::raft::{Index, Message, NodeId, Op, Session, Term};
 
@@ -86,4 +89,34 @@ pub enum ClientResult {
     SteppedDown {
         term: Term,
     },
+}
+
+/// What a replica asks the KMS: wrap a key under a CMK version, or unwrap one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KmsOp {
+    Wrap {
+        cmk_version: u32,
+        aad: Vec<u8>,
+        plaintext: Vec<u8>,
+    },
+    Unwrap {
+        cmk_version: u32,
+        aad: Vec<u8>,
+        ciphertext: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KmsResult {
+    Wrapped(Vec<u8>),
+    Unwrapped(Vec<u8>),
+    /// Unknown CMK version, or a ciphertext that does not open under it.
+    Refused(String),
+}
+
+/// A request to the KMS; `req_id` pairs it with its reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmsRequest {
+    pub req_id: u64,
+    pub op: KmsOp,
 }
