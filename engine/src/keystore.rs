@@ -17,7 +17,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::pages::{Cookie, Lsn, PageId};
+use crate::pages::{apply_image, verify, Cookie, Docs, Lsn, PageError, PageId, PageImage};
 
 pub const KEY_LEN: usize = 32;
 pub const NONCE_LEN: usize = 12;
@@ -177,6 +177,45 @@ impl DataKey {
             &format!("block {} of {table} page {}", cookie.lsn, cookie.page_id),
         )
     }
+}
+
+/// Why a block of a page chain does not load: its format (size, checksum, image, chain order)
+/// or its seal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    #[error(transparent)]
+    Page(#[from] PageError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// Verifies one block of `table`'s page chain, opens it with the data key, and applies it on
+/// top of the page as of the block before it. The first block of a chain must be a full image.
+pub fn apply_block(
+    docs: &mut Docs,
+    table: &str,
+    cookie: &Cookie,
+    bytes: &[u8],
+    first_of_chain: bool,
+    key: &DataKey,
+) -> Result<(), BlockError> {
+    verify(cookie, bytes)?;
+    let plain = key.open_page(table, cookie, bytes)?;
+    apply_image(docs, PageImage::decode(&plain)?, first_of_chain, cookie.lsn)?;
+    Ok(())
+}
+
+/// Rebuilds a page of `table` from its chain of (cookie, block bytes), oldest first.
+pub fn rebuild(
+    table: &str,
+    chain: &[(Cookie, Vec<u8>)],
+    key: &DataKey,
+) -> Result<Docs, BlockError> {
+    let mut docs = Docs::new();
+    for (i, (c, bytes)) in chain.iter().enumerate() {
+        apply_block(&mut docs, table, c, bytes, i == 0, key)?;
+    }
+    Ok(docs)
 }
 
 /// A node's keystore: the wrapped keys, their versions, and the timestamp of the oplog entry

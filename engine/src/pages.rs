@@ -2,12 +2,13 @@
 //! number of pages, each covering one contiguous range of the hashed key space. A page version
 //! in the page service is either a full image or a delta over the previous version (`base_lsn`);
 //! a page is read back by replaying its chain: the full image, then each delta in order.
+//!
+//! Blocks are sealed with the data key, so reading a chain back (verify, open, then
+//! [`apply_image`]) is `keystore::rebuild`, one layer up.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-
-use crate::keystore::DataKey;
 
 /// Log sequence number assigned by the page service: one global, increasing sequence.
 pub type Lsn = u64;
@@ -69,8 +70,6 @@ pub enum PageError {
     Undecodable(String),
     #[error("page chain must start with a full image (block {0} is a delta)")]
     ChainStart(Lsn),
-    #[error(transparent)]
-    Key(#[from] crate::keystore::KeyError),
 }
 
 /// Packs the address cookie of a block just written. Packing requires `lsn > base_lsn`: a delta
@@ -113,21 +112,17 @@ pub fn verify(cookie: &Cookie, bytes: &[u8]) -> Result<(), PageError> {
     Ok(())
 }
 
-/// Verifies one block of `table`'s page chain, opens it with the data key, and applies it on
-/// top of the page as of the block before it. The first block of a chain must be a full image.
-pub fn apply_block(
+/// Applies one block's image on top of the page as of the block before it. The first block of
+/// a chain (`lsn`) must be a full image.
+pub fn apply_image(
     docs: &mut Docs,
-    table: &str,
-    cookie: &Cookie,
-    bytes: &[u8],
+    image: PageImage,
     first_of_chain: bool,
-    key: &DataKey,
+    lsn: Lsn,
 ) -> Result<(), PageError> {
-    verify(cookie, bytes)?;
-    let plain = key.open_page(table, cookie, bytes)?;
-    match PageImage::decode(&plain)? {
+    match image {
         PageImage::Full(d) => *docs = d,
-        PageImage::Delta(_) if first_of_chain => return Err(PageError::ChainStart(cookie.lsn)),
+        PageImage::Delta(_) if first_of_chain => return Err(PageError::ChainStart(lsn)),
         PageImage::Delta(changes) => {
             for (k, v) in changes {
                 match v {
@@ -138,15 +133,6 @@ pub fn apply_block(
         }
     }
     Ok(())
-}
-
-/// Rebuilds a page of `table` from its chain of (cookie, block bytes), oldest first.
-pub fn rebuild(table: &str, chain: &[(Cookie, Vec<u8>)], key: &DataKey) -> Result<Docs, PageError> {
-    let mut docs = Docs::new();
-    for (i, (c, bytes)) in chain.iter().enumerate() {
-        apply_block(&mut docs, table, c, bytes, i == 0, key)?;
-    }
-    Ok(docs)
 }
 
 #[cfg(test)]
@@ -175,50 +161,6 @@ mod tests {
             })
         );
         assert!(addr_pack(3, 9, 10, &b).is_err());
-    }
-
-    #[test]
-    fn a_chain_of_full_image_and_deltas_rebuilds_the_page() {
-        let key = DataKey::new([5; 32]);
-        let seal = |base: Lsn, image: PageImage| {
-            key.seal_page("t", 0, base, &image.encode(), [base as u8; 12])
-        };
-        let full = seal(0, PageImage::Full(docs(&[("a", "1"), ("b", "2")])));
-        let d1 = seal(
-            5,
-            PageImage::Delta(
-                [
-                    ("a".to_string(), None),
-                    ("c".to_string(), Some(b"3".to_vec())),
-                ]
-                .into_iter()
-                .collect(),
-            ),
-        );
-        let c0 = addr_pack(0, 5, 0, &full).unwrap();
-        let c1 = addr_pack(0, 9, 5, &d1).unwrap();
-        let page = rebuild("t", &[(c0, full.clone()), (c1, d1.clone())], &key).unwrap();
-        assert_eq!(page, docs(&[("b", "2"), ("c", "3")]));
-        // A delta cannot start a chain; a flipped byte is caught by the checksum.
-        assert!(matches!(
-            rebuild("t", &[(c1, d1)], &key),
-            Err(PageError::ChainStart(9))
-        ));
-        let mut bad = full.clone();
-        bad[4] ^= 1;
-        assert!(matches!(
-            rebuild("t", &[(c0, bad.clone())], &key),
-            Err(PageError::Checksum { .. })
-        ));
-        // With a matching checksum (a writer that sealed garbage, or a forged cookie) the AEAD
-        // still refuses it; so does the wrong key or the wrong table.
-        let forged = addr_pack(0, 5, 0, &bad).unwrap();
-        assert!(matches!(
-            rebuild("t", &[(forged, bad)], &key),
-            Err(PageError::Key(crate::keystore::KeyError::Decrypt { .. }))
-        ));
-        assert!(rebuild("t", &[(c0, full.clone())], &DataKey::new([6; 32])).is_err());
-        assert!(rebuild("u", &[(c0, full)], &key).is_err());
     }
 
     #[test]

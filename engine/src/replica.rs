@@ -395,7 +395,7 @@ async fn load_view(
                     Ok(other) => return Err(format!("unexpected reply to get: {other:?}")),
                     Err(e) => return Err(e.to_string()),
                 };
-                pages::apply_block(&mut docs, table, cookie, &bytes, i == 0, key)
+                keystore::apply_block(&mut docs, table, cookie, &bytes, i == 0, key)
                     .map_err(|e| format!("{table} page {p}: {e}"))?;
             }
             Ok((*p, Arc::new(docs)))

@@ -9,10 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use engine::keystore::{kek_aad, kek_from, Keystore};
+use engine::keystore::{kek_aad, kek_from, rebuild, Keystore};
 use engine::kms::Kms;
 use engine::layered::{CheckpointMeta, Mode, DATABASE_SIZE_BUFFER};
-use engine::pages::{rebuild, Lsn};
+use engine::pages::Lsn;
 use reports::{Violation, ViolationKind};
 
 use super::snapshot::{NodeSnapshot, PagesSnapshot};
