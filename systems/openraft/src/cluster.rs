@@ -144,6 +144,7 @@ impl World {
     pub fn kill(&mut self, id: NodeId) {
         self.handle.kill(self.madsim_ids[&id]);
         self.disks[&id].crash();
+        self.control.set_down(id, true);
         self.rafts.lock().unwrap().remove(&id);
         self.sms.lock().unwrap().remove(&id);
         self.down.insert(id);
@@ -154,6 +155,7 @@ impl World {
     pub fn restart(&mut self, id: NodeId) {
         assert!(self.down.remove(&id), "restart of a node that is up");
         self.handle.restart(self.madsim_ids[&id]);
+        self.control.set_down(id, false);
         self.trace.record(0, format!("restart n{id}"));
     }
 
@@ -312,11 +314,27 @@ pub struct RunOptions {
     pub writes_after_kill: usize,
     /// Keep per-message events in the trace.
     pub trace_messages: bool,
+    /// Loss on every link, per mille.
+    pub loss_per_mille: u32,
+    /// Per-message delay range, simulated microseconds.
+    pub delay_us: std::ops::Range<u64>,
+    /// Snapshot every N applied entries and purge the log behind it (None: openraft's default,
+    /// every 5000, so never in these runs). A node that comes back behind the purge point
+    /// catches up by snapshot transfer.
+    pub snapshot_every: Option<u64>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { pin_tokio_rng: true, writes: 100, writes_after_kill: 20, trace_messages: true }
+        RunOptions {
+            pin_tokio_rng: true,
+            writes: 100,
+            writes_after_kill: 20,
+            trace_messages: true,
+            loss_per_mille: 0,
+            delay_us: 1_000..10_000,
+            snapshot_every: None,
+        }
     }
 }
 
@@ -360,8 +378,16 @@ pub fn run_seed(seed: u64, opts: RunOptions) -> RunReport {
 
 async fn scenario(seed: u64, opts: RunOptions) -> RunReport {
     let start = madsim::time::Instant::now();
-    let mut world = World::new(3, default_raft_config());
+    let mut raft_config = default_raft_config();
+    if let Some(n) = opts.snapshot_every {
+        raft_config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(n);
+        raft_config.max_in_snapshot_log_to_keep = 0;
+        raft_config.purge_batch_size = 1;
+    }
+    let mut world = World::new(3, raft_config);
     world.control.set_trace_messages(opts.trace_messages);
+    world.control.set_delay_us(opts.delay_us.clone());
+    world.control.set_loss_per_mille(opts.loss_per_mille);
     world.wait_started().await;
     let observer = world.spawn_observer(Duration::from_millis(5));
     world.initialize(1).await;
@@ -383,6 +409,8 @@ async fn scenario(seed: u64, opts: RunOptions) -> RunReport {
         world.restart(leader);
         world.wait_started().await;
     }
+    // Converge on a quiet network: loss stays a fault of the run, not of the final check.
+    world.control.set_loss_per_mille(0);
     let last = world.applied_indexes().values().copied().max().unwrap_or(0);
     let converged = world.wait_converged(last, Duration::from_secs(20)).await;
     world.trace.record(0, format!("converged={converged} at {:?}", world.applied_indexes()));

@@ -131,6 +131,10 @@ struct Rules {
     loss_per_mille: u32,
     link_loss_per_mille: BTreeMap<(NodeId, NodeId), u32>,
     clogged: BTreeSet<(NodeId, NodeId)>,
+    /// Nodes the harness killed: a raft RPC to one fails at once with `Unreachable` (a refused
+    /// connection), which sends openraft's replication into its backoff.
+    down: BTreeSet<NodeId>,
+    refuse_down_peers: bool,
     sent: u64,
     dropped: u64,
     /// Record every delivery in the trace (on by default: the determinism check reads it).
@@ -149,6 +153,8 @@ impl Default for NetControl {
             loss_per_mille: 0,
             link_loss_per_mille: BTreeMap::new(),
             clogged: BTreeSet::new(),
+            down: BTreeSet::new(),
+            refuse_down_peers: true,
             sent: 0,
             dropped: 0,
             trace_messages: true,
@@ -222,6 +228,26 @@ impl NetControl {
 
     pub fn link_open(&self, from: NodeId, to: NodeId) -> bool {
         !self.lock().clogged.contains(&(from, to))
+    }
+
+    /// The harness marks a node down (killed) or up (restarted).
+    pub fn set_down(&self, node: NodeId, down: bool) {
+        let mut g = self.lock();
+        if down {
+            g.down.insert(node);
+        } else {
+            g.down.remove(&node);
+        }
+    }
+
+    /// Refuse raft RPCs to down nodes with `Unreachable` (default), or let them time out.
+    pub fn set_refuse_down_peers(&self, on: bool) {
+        self.lock().refuse_down_peers = on;
+    }
+
+    fn refuses(&self, to: NodeId) -> bool {
+        let g = self.lock();
+        g.refuse_down_peers && g.down.contains(&to)
     }
 
     pub fn set_trace_messages(&self, on: bool) {
@@ -384,6 +410,14 @@ pub struct RaftClient {
 }
 
 impl RaftClient {
+    /// A refused RPC (the peer is down), traced: its timing shows openraft's backoff.
+    fn refused<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        if self.net.control.trace_messages() {
+            self.net.trace.record(self.net.id, format!("refused ->n{}", self.target));
+        }
+        unreachable_error(&format!("n{} is down", self.target))
+    }
+
     fn timeout_err<E: std::error::Error>(&self, action: RPCTypes, ttl: Duration) -> RPCError<NodeId, BasicNode, E> {
         RPCError::Timeout(RpcTimeout { action, id: self.net.id, target: self.target, timeout: ttl })
     }
@@ -401,6 +435,9 @@ impl RaftNetwork<TypeConfig> for RaftClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let ttl = option.hard_ttl();
+        if self.net.control.refuses(self.target) {
+            return Err(self.refused());
+        }
         match self.net.call(self.target, Body::AppendReq(rpc), ttl).await {
             Ok(Body::AppendResp(Ok(r))) => Ok(r),
             Ok(Body::AppendResp(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
@@ -416,6 +453,9 @@ impl RaftNetwork<TypeConfig> for RaftClient {
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
         let ttl = option.hard_ttl();
+        if self.net.control.refuses(self.target) {
+            return Err(self.refused());
+        }
         match self.net.call(self.target, Body::SnapshotReq(rpc), ttl).await {
             Ok(Body::SnapshotResp(Ok(r))) => Ok(r),
             Ok(Body::SnapshotResp(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
@@ -430,6 +470,9 @@ impl RaftNetwork<TypeConfig> for RaftClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let ttl = option.hard_ttl();
+        if self.net.control.refuses(self.target) {
+            return Err(self.refused());
+        }
         match self.net.call(self.target, Body::VoteReq(rpc), ttl).await {
             Ok(Body::VoteResp(Ok(r))) => Ok(r),
             Ok(Body::VoteResp(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
@@ -439,8 +482,8 @@ impl RaftNetwork<TypeConfig> for RaftClient {
     }
 }
 
-/// Keep `Unreachable` in the vocabulary: a harness that knows a peer is down could return it
-/// to make openraft back off (`RaftNetwork::backoff`), as a real transport's connect error would.
+/// `Unreachable`: what a refused connection to a dead peer gives; openraft backs off
+/// (`RaftNetwork::backoff`, 500 ms by default) before it tries that peer again.
 pub fn unreachable_error<E: std::error::Error>(why: &str) -> RPCError<NodeId, BasicNode, E> {
     RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why.to_string())))
 }

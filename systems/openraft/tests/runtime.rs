@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use faultline_openraft::runtime::{MadsimRuntime, SimInstant};
+use faultline_openraft::runtime::{MadsimRuntime, SimInstant, TokioRngPin};
 use openraft::{AsyncRuntime, Instant as _};
 use rand::Rng;
 
@@ -114,4 +114,45 @@ fn rng_same_seed_same_draws() {
     // And on a fresh thread, after other runs: still the same.
     let d = std::thread::spawn(|| draws(42)).join().unwrap();
     assert_eq!(a, d);
+}
+
+/// Which branch an unbiased `tokio::select!` takes when both are ready, 64 times, in a fresh
+/// thread's simulation (as a harness runs each seed).
+fn select_choices(seed: u64, pin: bool) -> Vec<u8> {
+    std::thread::spawn(move || {
+        let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        let f = async {
+            let mut v = Vec::new();
+            for _ in 0..64 {
+                let c = tokio::select! {
+                    _ = std::future::ready(()) => 0u8,
+                    _ = std::future::ready(()) => 1u8,
+                };
+                v.push(c);
+            }
+            v
+        };
+        if pin {
+            TokioRngPin::run(seed, || rt.block_on(f))
+        } else {
+            rt.block_on(f)
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+/// The hazard openraft inherits (its replication loop uses an unbiased select!): without the
+/// pin, tokio seeds its per-thread RNG from a process-global counter, so the same seed on a fresh
+/// thread picks differently (equal by chance with probability 2^-64). With the pin, it repeats.
+#[test]
+fn tokio_select_rng_is_pinned_by_seed() {
+    assert!(TokioRngPin::AVAILABLE, "built without --cfg tokio_unstable");
+    let a = select_choices(9, true);
+    let b = select_choices(9, true);
+    assert_eq!(a, b, "pinned: same seed, same select! choices");
+    assert_ne!(a, select_choices(10, true), "pinned: another seed, other choices");
+    let u1 = select_choices(9, false);
+    let u2 = select_choices(9, false);
+    assert_ne!(u1, u2, "unpinned: tokio's RNG is not a function of the seed (the hazard is real)");
 }
