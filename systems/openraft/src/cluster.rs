@@ -357,19 +357,28 @@ pub struct RunReport {
 /// commits `writes` puts, the leader is killed, a new one is elected, `writes_after_kill` more
 /// go through, the old leader restarts and catches up; then the safety checks.
 pub fn run_seed(seed: u64, opts: RunOptions) -> RunReport {
+    let pin = opts.pin_tokio_rng;
+    simulate(seed, pin, move || scenario(seed, opts))
+}
+
+/// Run the future `make()` builds as one seeded simulation on a fresh thread (madsim runtime
+/// first, then, with `pin`, tokio's RNG pinned to the seed), with madsim's own network latency
+/// ~0 (the adapter draws every message's delay itself) and a 300 s simulated time limit.
+pub fn simulate<T, F>(seed: u64, pin: bool, make: impl FnOnce() -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + 'static,
+{
     std::thread::spawn(move || {
         let mut cfg = madsim::Config::default();
-        // Our own per-message delays (NetControl) replace madsim's; keep its own latency ~0.
         cfg.net.send_latency = Duration::from_micros(0)..Duration::from_micros(1);
         let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, cfg);
         rt.set_time_limit(Duration::from_secs(300));
-        let pin = opts.pin_tokio_rng;
-        let sim = async move { scenario(seed, opts).await };
         if pin {
-            assert!(TokioRngPin::AVAILABLE, "pin_tokio_rng needs --cfg tokio_unstable");
-            TokioRngPin::run(seed, || rt.block_on(sim))
+            assert!(TokioRngPin::AVAILABLE, "pinning tokio's RNG needs --cfg tokio_unstable");
+            TokioRngPin::run(seed, || rt.block_on(make()))
         } else {
-            rt.block_on(sim)
+            rt.block_on(make())
         }
     })
     .join()

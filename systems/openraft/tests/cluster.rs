@@ -1,7 +1,12 @@
 //! End to end: a 3-node openraft cluster inside madsim, and its determinism.
 
 use faultline_openraft::client::Outcome;
-use faultline_openraft::cluster::{run_seed, RunOptions, RunReport};
+use std::time::Duration;
+
+use faultline_openraft::client::ClientOptions;
+use faultline_openraft::cluster::{check, default_raft_config, run_seed, simulate, RunOptions, RunReport, World};
+use faultline_openraft::kv::KvOp;
+use faultline_openraft::trace::{hash_events, TraceEvent};
 use faultline_openraft::runtime::TokioRngPin;
 use faultline_openraft::trace::first_divergence;
 
@@ -135,6 +140,75 @@ fn restarted_node_catches_up_by_snapshot() {
     assert!(a.problems.is_empty(), "safety problems: {:#?}", a.problems);
     let b = run_seed(31, opts);
     assert_same(&a, &b, "snapshot seed twice");
+}
+
+/// A partition isolating the leader while a client writes, a held flush on a follower, then
+/// heal: a new leader on the majority side, the old one's uncommitted tail truncated or
+/// replicated, every acknowledgement on the canonical history, all replicas equal.
+#[test]
+fn leader_partition_and_held_flush_then_heal() {
+    let (trace_a, problems, new_leader, converged) = simulate(41, true, partition_scenario);
+    let count = |p: &str| trace_a.iter().filter(|e| e.what.starts_with(p)).count();
+    println!(
+        "new leader {new_leader:?}; {} dropped at send, {} truncations, {} acked, {} unknown, {} log flushes",
+        count("drop-at-send"),
+        count("log-truncated"),
+        trace_a.iter().filter(|e| e.what.starts_with("complete") && e.what.contains("Acked")).count(),
+        trace_a.iter().filter(|e| e.what.starts_with("complete") && e.what.contains("Unknown")).count(),
+        count("log-flushed"),
+    );
+    assert!(problems.is_empty(), "safety problems: {problems:#?}");
+    assert!(converged, "converged after the heal");
+    assert!(new_leader.is_some(), "majority side elected a leader");
+    let (trace_b, ..) = simulate(41, true, partition_scenario);
+    assert_eq!(hash_events(&trace_a), hash_events(&trace_b), "partition seed twice");
+}
+
+async fn partition_scenario() -> (Vec<TraceEvent>, Vec<String>, Option<(u64, u64)>, bool) {
+    let mut world = World::new(3, default_raft_config());
+    world.wait_started().await;
+    let observer = world.spawn_observer(Duration::from_millis(5));
+    world.initialize(1).await;
+    let (old, old_term) = world.wait_for_leader(Duration::from_secs(10)).await.expect("leader");
+    let put = |i: usize| KvOp::Put { key: format!("k{}", i % 7), value: format!("v{i}") };
+    let mut ops = world.run_client(100, (0..30).map(put).collect(), ClientOptions::default()).await;
+
+    // Hold one follower's flushes: the other follower alone makes the leader's quorum.
+    let follower = world.members.iter().copied().find(|&n| n != old).unwrap();
+    world.disks[&follower].hold_flushes(true);
+    ops.extend(world.run_client(101, (30..40).map(put).collect(), ClientOptions::default()).await);
+    world.disks[&follower].hold_flushes(false);
+
+    // Isolate the leader for 3 s; a client keeps writing (some to the isolated node: unknown).
+    let members = world.members.clone();
+    world.control.isolate(old, &members);
+    world.trace.record(0, format!("isolate n{old}"));
+    let mut new_leader = None;
+    let opts = ClientOptions { attempt_timeout: Duration::from_millis(300), ..ClientOptions::default() };
+    ops.extend(world.run_client(102, (40..60).map(put).collect(), opts).await);
+    let until = madsim::time::Instant::now() + Duration::from_secs(3);
+    while madsim::time::Instant::now() < until {
+        if let Some((l, t)) = world.leader() {
+            if l != old && t > old_term {
+                new_leader = Some((l, t));
+            }
+        }
+        madsim::time::sleep(Duration::from_millis(10)).await;
+    }
+    world.control.heal();
+    world.trace.record(0, "heal");
+    ops.extend(world.run_client(103, (60..70).map(put).collect(), ClientOptions::default()).await);
+    let last = world.applied_indexes().values().copied().max().unwrap_or(0);
+    let converged = world.wait_converged(last, Duration::from_secs(20)).await;
+    let mut problems = check(&world.applied.lock().unwrap(), &ops);
+    let kvs: std::collections::BTreeSet<_> =
+        world.members.iter().filter_map(|&id| world.state_machine(id).map(|sm| sm.kv())).collect();
+    if kvs.len() != 1 {
+        problems.push(format!("replicas differ: {kvs:?}"));
+    }
+    observer.abort();
+    world.shutdown().await;
+    (world.trace.events(), problems, new_leader, converged)
 }
 
 /// Exploration, not a regression test: for `FAULTLINE_SWEEP_SEEDS` seeds (default 20), a long
