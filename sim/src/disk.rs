@@ -88,6 +88,9 @@ impl File {
 #[derive(Debug, Default)]
 struct NodeDisk {
     incarnation: u64,
+    /// Bumped whenever any durable byte of the node may have changed (a sync, a torn write
+    /// kept at a crash, a flipped bit): readers of durable state skip re-reading otherwise.
+    durable_changes: u64,
     files: BTreeMap<String, File>,
 }
 
@@ -133,6 +136,7 @@ impl SimDisk {
             return CrashLoss::default();
         };
         d.incarnation += 1;
+        d.durable_changes += 1;
         let mut loss = CrashLoss::default();
         let mut rng = self.rng.lock().unwrap();
         for f in d.files.values_mut() {
@@ -179,6 +183,9 @@ impl SimDisk {
         let at = offset.min(f.durable.len() - 1);
         f.durable[at] ^= 1 << (bit % 8);
         f.replaced += 1;
+        if let Some(d) = nodes.get_mut(&node) {
+            d.durable_changes += 1;
+        }
         true
     }
 
@@ -187,6 +194,12 @@ impl SimDisk {
         let mut nodes = self.nodes.lock().unwrap();
         let d = nodes.entry(node).or_default();
         d.files.entry(file.to_string()).or_default().next_sync = Some(fault);
+    }
+
+    /// How many times the node's durable bytes may have changed (see `NodeDisk`).
+    pub fn durable_changes(&self, node: NodeId) -> u64 {
+        let nodes = self.nodes.lock().unwrap();
+        nodes.get(&node).map_or(0, |d| d.durable_changes)
     }
 
     /// Total durable bytes of a node (for reports and tests).
@@ -236,7 +249,12 @@ impl Storage for DiskHandle {
     }
     fn sync(&self, file: &str) -> Result<(), StorageError> {
         self.disk
-            .with_file(self.node, self.incarnation, file, |f| f.sync())
+            .with_file(self.node, self.incarnation, file, |f| f.sync())?;
+        let mut nodes = self.disk.nodes.lock().unwrap();
+        if let Some(d) = nodes.get_mut(&self.node) {
+            d.durable_changes += 1;
+        }
+        Ok(())
     }
 }
 

@@ -49,6 +49,8 @@ pub enum Bucket {
     EndChecks,
     /// Handling one engine event: its online checks plus formatting and hashing the trace.
     Observe,
+    /// Checks on datagrams as they are sent (persistence before messages; outside `Observe`).
+    Messages,
 }
 
 /// Accumulators a profiled world adds to; a world without one pays nothing.
@@ -58,31 +60,70 @@ pub struct Profile {
     samples_ns: AtomicU64,
     end_ns: AtomicU64,
     observe_ns: AtomicU64,
+    messages_ns: AtomicU64,
+    /// Calls of `time_sampled` so far (which of them are measured).
+    sampled_calls: AtomicU64,
 }
 
+/// `time_sampled` measures one call in this many.
+pub const SAMPLE_EVERY: u64 = 32;
+
 impl Profile {
+    /// Like `time`, for a check that runs on every datagram: timing each call costs more than
+    /// the call (two clock reads), so one call in `SAMPLE_EVERY` is timed and counted that many
+    /// times over.
+    pub fn time_sampled<T>(p: Option<&Profile>, bucket: Bucket, f: impl FnOnce() -> T) -> T {
+        let Some(prof) = p else { return f() };
+        if prof.sampled_calls.fetch_add(1, Ordering::Relaxed) % SAMPLE_EVERY != 0 {
+            return f();
+        }
+        let start = thread_cpu_ns();
+        let out = f();
+        let spent = thread_cpu_ns().saturating_sub(start) * SAMPLE_EVERY;
+        prof.account(bucket, spent);
+        out
+    }
+
     /// Runs `f`, charging its CPU time to `bucket` when profiling.
     pub fn time<T>(p: Option<&Profile>, bucket: Bucket, f: impl FnOnce() -> T) -> T {
         let Some(p) = p else { return f() };
         let start = thread_cpu_ns();
         let out = f();
         let spent = thread_cpu_ns().saturating_sub(start);
+        p.account(bucket, spent);
+        out
+    }
+
+    fn account(&self, bucket: Bucket, spent: u64) {
+        let p = self;
         let acc = match bucket {
             Bucket::OnlineChecks => &p.online_ns,
             Bucket::Samples => &p.samples_ns,
             Bucket::EndChecks => &p.end_ns,
             Bucket::Observe => &p.observe_ns,
+            Bucket::Messages => &p.messages_ns,
         };
         acc.fetch_add(spent, Ordering::Relaxed);
-        out
     }
 
     /// The split of a seed that took `total_ns`.
     pub fn split(&self, total_ns: u64) -> CpuSplit {
         let online = self.online_ns.load(Ordering::Relaxed);
+        if std::env::var("FL_DBG").is_ok() {
+            eprintln!(
+                "PROF total {} online {} msgs {} samples {} end {} observe {}",
+                total_ns,
+                online,
+                self.messages_ns.load(Ordering::Relaxed),
+                self.samples_ns.load(Ordering::Relaxed),
+                self.end_ns.load(Ordering::Relaxed),
+                self.observe_ns.load(Ordering::Relaxed)
+            );
+        }
         CpuSplit {
             total_ns,
             checkers_ns: online
+                + self.messages_ns.load(Ordering::Relaxed)
                 + self.samples_ns.load(Ordering::Relaxed)
                 + self.end_ns.load(Ordering::Relaxed),
             trace_ns: self

@@ -194,7 +194,7 @@ impl Model {
         self.comparisons += 1;
         // Fast path: the state at `index` is the tip with the few later changes undone; equal
         // maps need no walk over every document's versions.
-        if self.applied() - index <= 64 && *data == self.state_at(index) {
+        if self.applied() - index <= 64 && self.equals_at(index, data) {
             return None;
         }
         self.first_difference(index, data)
@@ -292,6 +292,98 @@ impl Model {
 
     /// The model's collections as of `index` (at most a few entries below the tip: it patches
     /// a copy of the tip).
+    /// Whether `data` is the model's state at `index` (at most a few entries below the tip):
+    /// the tip compared in place, the documents and tables changed after `index` looked up at
+    /// `index`. The same answer as `*data == self.state_at(index)` without copying the whole
+    /// state (a test holds them equal); the comparisons around every checkpoint install made
+    /// those copies the checkers' largest cost.
+    fn equals_at(&self, index: Index, data: &BTreeMap<String, Collection>) -> bool {
+        // Documents and tables changed after `index`, by collection.
+        let mut docs: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        let mut tables: std::collections::BTreeSet<&str> = Default::default();
+        for (d, t) in self.changed_at.range(index + 1..).map(|(_, c)| c) {
+            for (c, k) in d {
+                docs.entry(c.as_str()).or_default().insert(k.as_str());
+            }
+            tables.extend(t.iter().map(String::as_str));
+        }
+        let tip = self.sm.collections();
+        let exists = |t: &str| {
+            if tables.contains(t) {
+                self.table_at(t, index).0
+            } else {
+                tip.contains_key(t)
+            }
+        };
+        // Tables: every one the tip, the replica or a later change names.
+        let named = tip.keys().chain(data.keys()).map(String::as_str);
+        if named
+            .chain(tables.iter().copied())
+            .any(|t| exists(t) != data.contains_key(t))
+        {
+            return false;
+        }
+        let empty = Collection::new();
+        let none = std::collections::BTreeSet::new();
+        for (c, col) in data {
+            let tip_col = tip.get(c).unwrap_or(&empty);
+            let changed = docs.get(c.as_str()).unwrap_or(&none);
+            if changed.is_empty() {
+                if col != tip_col {
+                    return false;
+                }
+                continue;
+            }
+            // Both sides in key order; a later-changed document is judged by its value at
+            // `index`, every other one by the tip.
+            let mut a = col.iter().peekable();
+            let mut b = tip_col.iter().peekable();
+            loop {
+                let (k, mine, tips) = match (a.peek(), b.peek()) {
+                    (None, None) => break,
+                    (Some((ka, va)), Some((kb, vb))) if ka == kb => {
+                        let r = (*ka, Some(*va), Some(*vb));
+                        a.next();
+                        b.next();
+                        r
+                    }
+                    (Some((ka, va)), Some((kb, _))) if ka < kb => {
+                        let r = (*ka, Some(*va), None);
+                        a.next();
+                        r
+                    }
+                    (Some((ka, va)), None) => {
+                        let r = (*ka, Some(*va), None);
+                        a.next();
+                        r
+                    }
+                    (_, Some((kb, vb))) => {
+                        let r = (*kb, None, Some(*vb));
+                        b.next();
+                        r
+                    }
+                };
+                let want = if changed.contains(k.as_str()) {
+                    self.value_at(c, k, index)
+                } else {
+                    tips
+                };
+                if want != mine {
+                    return false;
+                }
+            }
+        }
+        // Later-changed documents that existed at `index` must be on the replica.
+        docs.iter().all(|(c, keys)| {
+            keys.iter().all(|k| {
+                self.value_at(c, k, index).is_none()
+                    || data.get(*c).is_some_and(|col| col.contains_key(*k))
+            })
+        })
+    }
+
+    /// The state at `index`, rebuilt (tests hold `equals_at` to it).
+    #[cfg(test)]
     fn state_at(&self, index: Index) -> BTreeMap<String, Collection> {
         let mut state = self.sm.collections().clone();
         for (docs, tables) in self.changed_at.range(index + 1..).map(|(_, c)| c) {
@@ -547,6 +639,39 @@ mod tests {
                 let at = i - back;
                 let st = m.state_at(at);
                 assert_eq!(m.first_difference(at, &st), None, "index {at} at tip {i}");
+                // The clone-free equality agrees with the rebuilt state, on it and on states
+                // one step off it (another index's state, a document changed, added, removed,
+                // a table added or removed).
+                assert!(m.equals_at(at, &st), "index {at} at tip {i}");
+                for other in (at.saturating_sub(3)..=i).filter(|o| *o >= 1) {
+                    let o = m.state_at(other);
+                    assert_eq!(m.equals_at(at, &o), o == st, "{other} vs {at} at tip {i}");
+                }
+                let mut off = st.clone();
+                if let Some((c, col)) = off.iter_mut().next() {
+                    let c = c.clone();
+                    match col.keys().next().cloned() {
+                        Some(k) if x % 2 == 0 => {
+                            col.remove(&k);
+                        }
+                        Some(k) => {
+                            col.insert(k, b"wrong".to_vec());
+                        }
+                        None => {
+                            off.remove(&c);
+                        }
+                    }
+                    assert!(!m.equals_at(at, &off), "changed {c} at {at} tip {i}");
+                }
+                let mut extra = st.clone();
+                extra
+                    .entry("c0".into())
+                    .or_default()
+                    .insert("new".into(), b"n".to_vec());
+                assert!(!m.equals_at(at, &extra));
+                let mut table = st.clone();
+                table.insert("zz".into(), Default::default());
+                assert!(!m.equals_at(at, &table));
                 // What changed since `at` is all a replica that matched there must show anew.
                 let (docs, tables) = m.changed_between(at, i);
                 let now = m.state_at(i);

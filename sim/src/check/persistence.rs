@@ -15,9 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use engine::log_store::{decode_hard, decode_records, Record};
+use engine::log_store::{decode_hard, decode_heads, RecordHead};
 use engine::observe::Event;
-use engine::raft::{Index, Message, NodeId, RaftEvent, Term};
+use engine::raft::{HardState, Index, Message, NodeId, RaftEvent, Term};
 use reports::{Violation, ViolationKind};
 
 use super::record::{Online, Record as Observed};
@@ -42,16 +42,19 @@ impl DurableLog {
                 ..DurableLog::default()
             };
         }
-        let (recs, valid) = decode_records(&bytes[self.read..]);
+        if bytes.len() == self.read {
+            return;
+        }
+        let (recs, valid) = decode_heads(&bytes[self.read..]);
         self.read += valid;
         for rec in recs {
             match rec {
-                Record::Entry(e) => {
+                RecordHead::Entry(e) => {
                     self.terms.truncate(e.index.saturating_sub(1) as usize);
                     self.terms.push(e.term);
                 }
-                Record::TruncateFrom(i) => self.terms.truncate(i.saturating_sub(1) as usize),
-                Record::Hard(_) => {}
+                RecordHead::TruncateFrom(i) => self.terms.truncate(i.saturating_sub(1) as usize),
+                RecordHead::Hard(_) => {}
             }
         }
     }
@@ -68,23 +71,47 @@ pub struct Persistence {
     pub found: u32,
     /// Per node: the log index it has acknowledged through, less what it truncated since.
     acked: BTreeMap<NodeId, Index>,
+    /// Per node: the durable hard state as last read, with the file's replacement count.
+    hard: BTreeMap<NodeId, (u64, HardState)>,
+    /// Per node: the disk's change count when its files were last read.
+    read_at: BTreeMap<NodeId, u64>,
     forgotten: Vec<Violation>,
 }
 
 impl Persistence {
-    /// Checks one raft message `from` → `to` against the sender's durable hard state
-    /// (`hard`) and log (`log`, replaced `log_replaced` times). `Some(why)` is a violation.
-    /// With `disk_lies` (the harness made this disk lie) the durable bytes prove nothing and
-    /// only the acknowledgement is remembered.
-    #[allow(clippy::too_many_arguments)]
+    /// Whether `node`'s durable files changed since they were last read (`changes`: the
+    /// disk's change count for the node); records the count as read.
+    pub fn stale(&mut self, node: NodeId, changes: u64) -> bool {
+        self.read_at.insert(node, changes) != Some(changes)
+    }
+
+    /// Catches up with `node`'s durable hard-state file (decoded only when it was replaced
+    /// since the last look: every hard-state write is a replace).
+    pub fn read_hard(&mut self, node: NodeId, bytes: &[u8], replaced: u64) {
+        match self.hard.get(&node) {
+            Some((seen, _)) if *seen == replaced => {}
+            _ => {
+                let h = decode_hard(bytes).unwrap_or_default();
+                self.hard.insert(node, (replaced, h));
+            }
+        }
+    }
+
+    /// Catches up with `node`'s durable log file (only the bytes appended since the last look
+    /// are read, and only entry heads).
+    pub fn read_log(&mut self, node: NodeId, bytes: &[u8], replaced: u64) {
+        self.logs.entry(node).or_default().catch_up(bytes, replaced);
+    }
+
+    /// Checks one raft message `from` → `to` against the sender's durable state as last read
+    /// (`read_hard`, `read_log`). `Some(why)` is a violation. With `disk_lies` (the harness made
+    /// this disk lie) the durable bytes prove nothing and only the acknowledgement is
+    /// remembered.
     pub fn check(
         &mut self,
         from: NodeId,
         to: NodeId,
         msg: &Message,
-        hard: &[u8],
-        log: &[u8],
-        log_replaced: u64,
         disk_lies: bool,
     ) -> Option<String> {
         if let Message::AppendResp {
@@ -99,7 +126,7 @@ impl Persistence {
         if disk_lies {
             return None;
         }
-        let durable = decode_hard(hard).unwrap_or_default();
+        let durable = self.hard.get(&from).map(|(_, h)| *h).unwrap_or_default();
         let t = msg.term();
         let what = describe(msg, to);
         if durable.term < t {
@@ -131,13 +158,11 @@ impl Persistence {
                 match_index,
                 ..
             } => {
-                let l = self.logs.entry(from).or_default();
-                l.catch_up(log, log_replaced);
-                (l.last_index() < *match_index).then(|| {
+                let last = self.logs.get(&from).map_or(0, DurableLog::last_index);
+                (last < *match_index).then(|| {
                     format!(
-                        "n{from} sent {what} while its durable log ended at {}: a crash now \
-                         would lose entries the leader counts towards a quorum",
-                        l.last_index()
+                        "n{from} sent {what} while its durable log ended at {last}: a crash \
+                         now would lose entries the leader counts towards a quorum"
                     )
                 })
             }
@@ -199,7 +224,31 @@ fn describe(msg: &Message, to: NodeId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::raft::{Entry, HardState, Op};
+    use engine::log_store::Record;
+    use engine::raft::{Entry, Op};
+
+    /// Reads the durable files as the world does (the hard state as freshly replaced each
+    /// time), then checks the message.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        p: &mut Persistence,
+        from: NodeId,
+        to: NodeId,
+        msg: &Message,
+        hard: &[u8],
+        log: &[u8],
+        log_replaced: u64,
+        lies: bool,
+    ) -> Option<String> {
+        thread_local!(static REPLACED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+        let replaced = REPLACED.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        p.read_hard(from, hard, replaced);
+        p.read_log(from, log, log_replaced);
+        p.check(from, to, msg, lies)
+    }
 
     fn hard(term: Term, voted_for: Option<NodeId>) -> Vec<u8> {
         let mut b = Vec::new();
@@ -237,22 +286,21 @@ mod tests {
             granted: true,
         };
         assert_eq!(
-            p.check(1, 2, &grant, &hard(3, Some(2)), &[], 0, false),
+            run(&mut p, 1, 2, &grant, &hard(3, Some(2)), &[], 0, false),
             None
         );
-        let v = p
-            .check(1, 2, &grant, &hard(3, None), &[], 0, false)
-            .unwrap();
+        let v = run(&mut p, 1, 2, &grant, &hard(3, None), &[], 0, false).unwrap();
         assert!(v.contains("before the vote was durable"), "{v}");
-        let v = p
-            .check(1, 2, &grant, &hard(2, Some(2)), &[], 0, false)
-            .unwrap();
+        let v = run(&mut p, 1, 2, &grant, &hard(2, Some(2)), &[], 0, false).unwrap();
         assert!(v.contains("durable term was 2"), "{v}");
         let refusal = Message::Vote {
             term: 3,
             granted: false,
         };
-        assert_eq!(p.check(1, 2, &refusal, &hard(3, None), &[], 0, false), None);
+        assert_eq!(
+            run(&mut p, 1, 2, &refusal, &hard(3, None), &[], 0, false),
+            None
+        );
     }
 
     #[test]
@@ -264,7 +312,7 @@ mod tests {
             match_index: 5,
         };
         // Acknowledged on a disk that lied: nothing to compare now, but the promise counts.
-        assert_eq!(p.check(1, 2, &ack, &[], &[], 0, true), None);
+        assert_eq!(run(&mut p, 1, 2, &ack, &[], &[], 0, true), None);
         let started = |log_len| Event::Started {
             term: 1,
             voted_for: None,
@@ -324,10 +372,11 @@ mod tests {
             last_index: 0,
             last_term: 0,
         };
-        assert_eq!(p.check(2, 1, &req, &hard(4, Some(2)), &[], 0, false), None);
-        assert!(p
-            .check(2, 1, &req, &hard(4, Some(1)), &[], 0, false)
-            .is_some());
+        assert_eq!(
+            run(&mut p, 2, 1, &req, &hard(4, Some(2)), &[], 0, false),
+            None
+        );
+        assert!(run(&mut p, 2, 1, &req, &hard(4, Some(1)), &[], 0, false).is_some());
     }
 
     #[test]
@@ -340,21 +389,21 @@ mod tests {
         };
         let h = hard(1, None);
         let two = log(&[1, 1]);
-        assert_eq!(p.check(1, 2, &ack(2), &h, &two, 0, false), None);
-        let v = p.check(1, 2, &ack(3), &h, &two, 0, false).unwrap();
+        assert_eq!(run(&mut p, 1, 2, &ack(2), &h, &two, 0, false), None);
+        let v = run(&mut p, 1, 2, &ack(3), &h, &two, 0, false).unwrap();
         assert!(v.contains("durable log ended at 2"), "{v}");
         // Appended later: only the new bytes are read; a truncation marker shortens the log.
         let mut more = log(&[1, 1, 1]);
-        assert_eq!(p.check(1, 2, &ack(3), &h, &more, 0, false), None);
+        assert_eq!(run(&mut p, 1, 2, &ack(3), &h, &more, 0, false), None);
         engine::frames::encode(&mut more, &Record::TruncateFrom(2));
-        assert!(p.check(1, 2, &ack(2), &h, &more, 0, false).is_some());
+        assert!(run(&mut p, 1, 2, &ack(2), &h, &more, 0, false).is_some());
         // A replaced file (a torn tail cut on load) is read again from the start.
-        assert_eq!(p.check(1, 2, &ack(2), &h, &two, 1, false), None);
+        assert_eq!(run(&mut p, 1, 2, &ack(2), &h, &two, 1, false), None);
         let refusal = Message::AppendResp {
             term: 1,
             success: false,
             match_index: 9,
         };
-        assert_eq!(p.check(1, 2, &refusal, &h, &[], 2, false), None);
+        assert_eq!(run(&mut p, 1, 2, &refusal, &h, &[], 2, false), None);
     }
 }
