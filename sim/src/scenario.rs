@@ -573,22 +573,28 @@ impl<'de> Deserialize<'de> for TimelineItem {
         serde_path_to_error::deserialize::<_, ByAction>(tagged)
             .map(TimelineItem::from)
             .map_err(|e| {
-                // The first segment is the variant (the action); none means the action itself
-                // was unknown.
-                let within: Vec<String> = e.path().iter().skip(1).map(|s| s.to_string()).collect();
-                let field = match missing_field(&e.inner().to_string()) {
-                    _ if e.path().iter().next().is_none() => "action".to_string(),
-                    Some(f) if within.is_empty() => f.to_string(),
-                    _ => within.join(".").replace(".[", "["),
+                use serde_path_to_error::Segment;
+                let mut segments = e.path().iter();
+                // The first segment is the variant; without one, the action was unknown.
+                let within = match segments.next() {
+                    None => "action".to_string(),
+                    Some(_) => segments
+                        .map(|s| match s {
+                            Segment::Seq { index } => format!("[{index}]"),
+                            s => format!(".{s}"),
+                        })
+                        .collect::<String>()
+                        .trim_start_matches('.')
+                        .to_string(),
                 };
-                D::Error::custom(format!("{ITEM_FIELD}{field}`: {}", e.inner()))
+                // A missing field is named by the message alone; `json_error` reads it there.
+                if within.is_empty() {
+                    D::Error::custom(e.inner())
+                } else {
+                    D::Error::custom(format!("{ITEM_FIELD}{within}`: {}", e.inner()))
+                }
             })
     }
-}
-
-/// The field a "missing field `x`" error names.
-fn missing_field(message: &str) -> Option<&str> {
-    message.strip_prefix("missing field `")?.split('`').next()
 }
 
 /// A timeline item's fields, read as JSON values; a field given twice is refused (a JSON object
@@ -1295,17 +1301,13 @@ impl PathSeg {
 fn path_string(path: &[PathSeg]) -> String {
     let mut s = String::new();
     for seg in path {
-        match seg.name() {
-            Some(k) => {
+        match seg {
+            PathSeg::Idx(i) => s.push_str(&format!("[{i}]")),
+            _ => {
                 if !s.is_empty() {
                     s.push('.');
                 }
-                s.push_str(k)
-            }
-            None => {
-                if let PathSeg::Idx(i) = seg {
-                    s.push_str(&format!("[{i}]"))
-                }
+                s.push_str(seg.name().unwrap_or_default());
             }
         }
     }
@@ -1322,7 +1324,8 @@ fn locate_nearest(text: &str, path: &[PathSeg]) -> (usize, usize) {
 }
 
 /// Finds the (line, column) where the value at `path` starts in a JSON text. A tiny scanner:
-/// enough for error messages, not a parser (the text already parsed with serde).
+/// enough for error messages, not a parser. The text may be malformed further on (serde stops
+/// at the first error), so it reads bytes only and gives up (`None`) rather than guess.
 fn locate(text: &str, path: &[PathSeg]) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut pos = 0;
