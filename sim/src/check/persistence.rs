@@ -128,27 +128,31 @@ impl Persistence {
         }
         let durable = self.hard.get(&from).map(|(_, h)| *h).unwrap_or_default();
         let t = msg.term();
-        let what = describe(msg, to);
+        // Described only when reported: this runs on every raft message.
+        let what = || describe(msg, to);
         if durable.term < t {
             return Some(format!(
-                "n{from} sent {what} in term {t} while its durable term was {}: a crash now \
+                "n{from} sent {} in term {t} while its durable term was {}: a crash now \
                  would forget the term it spoke in",
+                what(),
                 durable.term
             ));
         }
         let voted = |who: NodeId| durable.term > t || durable.voted_for == Some(who);
         match msg {
             Message::Vote { granted: true, .. } if !voted(to) => Some(format!(
-                "n{from} sent {what} before the vote was durable (durable: term {}, voted for \
+                "n{from} sent {} before the vote was durable (durable: term {}, voted for \
                  {}): after a crash it could vote again in term {t}",
+                what(),
                 durable.term,
                 durable
                     .voted_for
                     .map_or("nobody".to_string(), |v| format!("n{v}"))
             )),
             Message::RequestVote { .. } if !voted(from) => Some(format!(
-                "n{from} sent {what} before its vote for itself was durable (durable voted for \
+                "n{from} sent {} before its vote for itself was durable (durable voted for \
                  {})",
+                what(),
                 durable
                     .voted_for
                     .map_or("nobody".to_string(), |v| format!("n{v}"))
@@ -161,8 +165,9 @@ impl Persistence {
                 let last = self.logs.get(&from).map_or(0, DurableLog::last_index);
                 (last < *match_index).then(|| {
                     format!(
-                        "n{from} sent {what} while its durable log ended at {last}: a crash \
-                         now would lose entries the leader counts towards a quorum"
+                        "n{from} sent {} while its durable log ended at {last}: a crash \
+                         now would lose entries the leader counts towards a quorum",
+                        what()
                     )
                 })
             }
