@@ -109,17 +109,6 @@ impl Profile {
     /// The split of a seed that took `total_ns`.
     pub fn split(&self, total_ns: u64) -> CpuSplit {
         let online = self.online_ns.load(Ordering::Relaxed);
-        if std::env::var("FL_DBG").is_ok() {
-            eprintln!(
-                "PROF total {} online {} msgs {} samples {} end {} observe {}",
-                total_ns,
-                online,
-                self.messages_ns.load(Ordering::Relaxed),
-                self.samples_ns.load(Ordering::Relaxed),
-                self.end_ns.load(Ordering::Relaxed),
-                self.observe_ns.load(Ordering::Relaxed)
-            );
-        }
         CpuSplit {
             total_ns,
             checkers_ns: online
