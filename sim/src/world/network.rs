@@ -87,14 +87,14 @@ impl World {
     /// How one datagram travels, and the persistence check on raft messages.
     pub(super) fn delivery(&self, from: SocketAddr, to: SocketAddr, msg: &Wire) -> Delivery {
         let (src, dst) = (node_of(from), node_of(to));
+        let mut st = self.lock();
         if let (Wire::Raft { from: f, msg }, Some(t)) = (msg, dst) {
             if self.scn.has_check(Check::Raft) {
                 Profile::time_sampled(self.profile.as_ref(), Bucket::Messages, || {
-                    self.check_persisted(*f, t, msg)
+                    self.check_persisted(&mut st, *f, t, msg)
                 });
             }
         }
-        let mut st = self.lock();
         if st.rules.net.is_empty() {
             return Delivery::Now;
         }
@@ -121,9 +121,14 @@ impl World {
     }
 
     /// Holds a raft message to what its sender's disk would keep through a power cut now.
-    fn check_persisted(&self, from: NodeId, to: NodeId, msg: &engine::raft::Message) {
+    fn check_persisted(
+        &self,
+        st: &mut State,
+        from: NodeId,
+        to: NodeId,
+        msg: &engine::raft::Message,
+    ) {
         use engine::log_store::{HARD_FILE, LOG_FILE};
-        let mut st = self.lock();
         let p = &mut st.persistence;
         // The files are read only when something durable changed since the last message, and
         // then only as far as they changed.
@@ -138,7 +143,7 @@ impl World {
         let lied = st.slots.get(&from).is_some_and(|s| s.disk_faulted) || st.persistence.found >= 3;
         if let Some(why) = st.persistence.check(from, to, msg, lied) {
             st.persistence.found += 1;
-            let at_ms = Self::now_us(&st) / 1000;
+            let at_ms = Self::now_us(st) / 1000;
             st.violations.push(violation(
                 ViolationKind::RaftSafety,
                 Some(node_name(from)),
