@@ -156,6 +156,9 @@ struct Core {
     ks_page: Option<KeystoreRef>,
     /// A keystore flush is running.
     ks_flushing: bool,
+    /// The generation whose published checkpoint is still freeing the blocks it replaced: the
+    /// checkpoint is not finished until they are (convergence waits for it).
+    freeing: Option<u64>,
     /// Committed entries not applied yet (a drop waiting for a drain worker's copy holds up
     /// the ones behind it).
     backlog: std::collections::VecDeque<Entry>,
@@ -191,7 +194,7 @@ impl Inspect for Inspector {
                     .iter()
                     .map(|(t, ps)| (t.clone(), ps.values().map(|d| d.len() as u64).sum()))
                     .collect(),
-                checkpoint_in_flight: s.in_flight.is_some(),
+                checkpoint_in_flight: s.in_flight.is_some() || c.freeing.is_some(),
                 dirty_empty: s.dirty.is_empty(),
                 ingest_min_ts: s.ingest.min_ts(),
                 bytes_total: s.bytes_total.clone(),
@@ -557,6 +560,7 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
         lead_epoch: 0,
         ks_page: None,
         ks_flushing: false,
+        freeing: None,
         backlog: Default::default(),
         busy_note: None,
     }));
@@ -1533,6 +1537,9 @@ impl Node {
                     return;
                 }
                 c.store.complete_checkpoint(view);
+                if !lsns.is_empty() {
+                    c.freeing = Some(gen);
+                }
                 drop(c);
                 self.note(StorageEvent::CheckpointPublished {
                     id,
@@ -1571,6 +1578,10 @@ impl Node {
         }
         if !lsns.is_empty() {
             let _ = self.ps.request(epoch, PsOp::Discard { lsns }, &still).await;
+            let mut c = lock(&self.core);
+            if c.freeing == Some(gen) {
+                c.freeing = None;
+            }
         }
     }
 
