@@ -2,35 +2,16 @@
 //! the binary on bad scenarios, seeds, filters, output directories and closed pipes. Every
 //! rejection is exit 2 with a message naming what was wrong and where.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{faultline, stderr, stdout, tmpdir};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use sim::scenario::Scenario;
-
-fn faultline(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .output()
-        .expect("run faultline")
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("faultline-bad-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Exit 2 with one `faultline: error:` line containing each of `needles`, and no panic.
 fn assert_usage_error(o: &Output, needles: &[&str]) {
