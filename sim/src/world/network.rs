@@ -216,21 +216,16 @@ impl World {
         effect: NetEffect,
         for_ms: u64,
     ) {
-        let id = {
-            let mut st = self.lock();
-            let id = st.rules.next_id;
-            st.rules.next_id += 1;
-            st.rules.net.push(NetRule {
+        self.rule_for(for_ms, |rules, id| {
+            rules.net.push(NetRule {
                 id,
                 from,
                 to,
                 per_mille,
                 effect,
-            });
-            id
-        };
-        madsim::time::sleep(Duration::from_millis(for_ms)).await;
-        self.lock().rules.net.retain(|r| r.id != id);
+            })
+        })
+        .await
     }
 
     /// Turns crash points on for `for_ms`.
@@ -241,20 +236,30 @@ impl World {
         down_ms: [u64; 2],
         for_ms: u64,
     ) {
-        let id = {
-            let mut st = self.lock();
-            let id = st.rules.next_id;
-            st.rules.next_id += 1;
-            st.rules.crash.push(CrashRule {
+        self.rule_for(for_ms, |rules, id| {
+            rules.crash.push(CrashRule {
                 id,
                 point,
                 per_mille,
                 down_ms,
-            });
+            })
+        })
+        .await
+    }
+
+    /// Adds a rule (`add` gets a fresh id) and removes it again after `for_ms`.
+    async fn rule_for(&self, for_ms: u64, add: impl FnOnce(&mut Rules, u64)) {
+        let id = {
+            let mut st = self.lock();
+            let id = st.rules.next_id;
+            st.rules.next_id += 1;
+            add(&mut st.rules, id);
             id
         };
         madsim::time::sleep(Duration::from_millis(for_ms)).await;
-        self.lock().rules.crash.retain(|r| r.id != id);
+        let mut st = self.lock();
+        st.rules.net.retain(|r| r.id != id);
+        st.rules.crash.retain(|r| r.id != id);
     }
 
     /// The node set a selector names for a network rule: `all` means anyone (clients too).
