@@ -10,6 +10,7 @@ use std::time::Instant;
 use engine::{Knobs, KnownBug};
 use serde::Serialize;
 
+use crate::profile::{process_cpu_ns, CpuSplit};
 use crate::runner::{hunt, replay_command, HuntSearch};
 use crate::scenario::{self, Scenario, ScenarioError};
 use crate::world::{run_seed, SeedOptions};
@@ -59,6 +60,14 @@ impl BenchOptions {
             3
         } else {
             40
+        }
+    }
+    /// Seeds run again with profiling for the CPU split.
+    fn profiled_seeds(&self) -> u64 {
+        if self.quick {
+            1
+        } else {
+            5
         }
     }
     fn hunt_starts(&self) -> u64 {
@@ -119,9 +128,26 @@ pub struct SpeedFigure {
     pub seeds_per_s: f64,
     pub events_per_s: f64,
     pub ops_acked_per_s: f64,
-    /// Where the CPU went, over one profiled seed.
+    /// Where the CPU went, over the profiled seeds (`profiled_seeds`).
     pub checkers_share: f64,
     pub trace_share: f64,
+    /// The checkers' share by part: online (as events arrive), model samples (comparisons with
+    /// replicas during faults), end (after the liveness phase), messages (persistence before
+    /// each datagram).
+    pub checkers_parts: CheckerParts,
+    pub profiled_seeds: u64,
+    /// 1 − (CPU time of the same seeds with no checks) / (CPU time with the scenario's
+    /// checks): the checkers' share measured without instrumentation.
+    pub checkers_share_by_difference: f64,
+}
+
+/// Shares of a run's CPU, one per kind of checker.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CheckerParts {
+    pub online: f64,
+    pub samples: f64,
+    pub end: f64,
+    pub messages: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,12 +191,14 @@ fn load(name: &str) -> Result<Scenario, BenchError> {
     Ok(Scenario::load(&scenario::resolve(name)?)?)
 }
 
-/// Runs `seeds` of `scn` one at a time, then one more with profiling for the CPU split.
-pub fn speed(scn: Scenario, seeds: u64) -> SpeedFigure {
+/// Runs `seeds` of `scn` one at a time, then the first `profiled` of them again with profiling
+/// for the CPU split (a separate pass, so the timed runs pay nothing for it).
+pub fn speed(scn: Scenario, seeds: u64, profiled: u64) -> SpeedFigure {
     let scn = Arc::new(scn);
     let knobs = Knobs::new(scn.bugs());
     let (mut walls, mut accels) = (vec![], vec![]);
     let (mut events, mut ops, mut total_wall) = (0u64, 0u64, 0.0);
+    let cpu_start = process_cpu_ns();
     for seed in 1..=seeds {
         let start = Instant::now();
         let r = run_seed(
@@ -187,18 +215,39 @@ pub fn speed(scn: Scenario, seeds: u64) -> SpeedFigure {
         ops += r.report.ops_acked;
         total_wall += wall;
     }
-    let profiled = run_seed(
-        scn.clone(),
-        1,
-        knobs.clone(),
-        SeedOptions {
-            profile: true,
-            ..SeedOptions::default()
-        },
-        replay_command(&scn.name, 1, &knobs),
-    );
-    let split = profiled.cpu.unwrap_or_default();
+    let checked_cpu_ns = process_cpu_ns().saturating_sub(cpu_start);
+    let mut split = CpuSplit::default();
+    for seed in 1..=profiled {
+        let r = run_seed(
+            scn.clone(),
+            seed,
+            knobs.clone(),
+            SeedOptions {
+                profile: true,
+                ..SeedOptions::default()
+            },
+            replay_command(&scn.name, seed, &knobs),
+        );
+        split = split.plus(&r.cpu.unwrap_or_default());
+    }
     let share = |part: u64| part as f64 / split.total_ns.max(1) as f64;
+    // The same seeds with no checks at all: what the checkers cost, by difference (the profile
+    // above charges stretches of code; this needs no instrumentation and no attribution).
+    let bare = Arc::new(Scenario {
+        checks: vec![],
+        ..(*scn).clone()
+    });
+    let cpu_start = process_cpu_ns();
+    for seed in 1..=seeds {
+        run_seed(
+            bare.clone(),
+            seed,
+            knobs.clone(),
+            SeedOptions::default(),
+            replay_command(&bare.name, seed, &knobs),
+        );
+    }
+    let bare_cpu_ns = process_cpu_ns().saturating_sub(cpu_start);
     SpeedFigure {
         scenario: scn.name.clone(),
         sim_s_per_seed: scn.duration_ms as f64 / 1000.0,
@@ -209,6 +258,14 @@ pub fn speed(scn: Scenario, seeds: u64) -> SpeedFigure {
         ops_acked_per_s: ops as f64 / total_wall,
         checkers_share: share(split.checkers_ns),
         trace_share: share(split.trace_ns),
+        checkers_parts: CheckerParts {
+            online: share(split.online_ns),
+            samples: share(split.samples_ns),
+            end: share(split.end_ns),
+            messages: share(split.messages_ns),
+        },
+        profiled_seeds: profiled,
+        checkers_share_by_difference: 1.0 - bare_cpu_ns as f64 / checked_cpu_ns.max(1) as f64,
     }
 }
 
@@ -310,14 +367,14 @@ pub fn run(
     let mut steady = load("steady")?;
     steady.duration_ms = 120_000;
     steady.workload.ops_per_sec = 100;
-    let steady = speed(steady, opts.steady_seeds());
+    let steady = speed(steady, opts.steady_seeds(), opts.profiled_seeds());
     progress("chaos-mix, 30 s simulated, one seed at a time");
     let chaos = load("chaos-mix")?;
     assert_eq!(
         chaos.duration_ms, 30_000,
         "the bench's chaos-mix seed is 30 s"
     );
-    let chaos_mix = speed(chaos, opts.chaos_seeds());
+    let chaos_mix = speed(chaos, opts.chaos_seeds(), opts.profiled_seeds());
     let mut hunts = vec![];
     for (bug, scenario) in HUNT_SCENARIOS {
         progress(&format!("hunt {bug} in {scenario}"));
@@ -402,12 +459,23 @@ pub fn render(r: &BenchReport) -> String {
             "thrpt:  ", f.seeds_per_s, f.events_per_s, f.ops_acked_per_s
         );
         out += &format!(
-            "{:>24}checkers {:.1}% of CPU (target <= {:.0}%: {}), trace {:.1}%\n\n",
+            "{:>24}checkers {:.1}% of CPU (target <= {:.0}%: {}), trace {:.1}%\n",
             "split:  ",
             f.checkers_share * 100.0,
             TARGET_CHECKERS_SHARE * 100.0,
             verdict(f.checkers_share <= TARGET_CHECKERS_SHARE),
             f.trace_share * 100.0
+        );
+        let p = &f.checkers_parts;
+        out += &format!(
+            "{:>24}online {:.1}%, model samples {:.1}%, end {:.1}%, messages {:.1}% (over {} profiled seed(s)); by difference with a check-free run {:.1}%\n\n",
+            "checkers: ",
+            p.online * 100.0,
+            p.samples * 100.0,
+            p.end * 100.0,
+            p.messages * 100.0,
+            f.profiled_seeds,
+            f.checkers_share_by_difference * 100.0
         );
     }
     for h in &r.hunts {

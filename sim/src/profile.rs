@@ -26,15 +26,58 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// This process's CPU time in nanoseconds, all threads (0 where the clock is unavailable).
+pub fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as in `thread_cpu_ns`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clock_gettime,
+            libc::CLOCK_PROCESS_CPUTIME_ID,
+            &mut ts as *mut libc::timespec,
+        )
+    };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Where one seed's CPU time went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CpuSplit {
     /// The whole seed: runtime, engine, network, disk, harness.
     pub total_ns: u64,
-    /// Online history checks (raft safety, keystore order) and the end-of-run checkers.
+    /// Every checker: the four parts below.
     pub checkers_ns: u64,
     /// Formatting and hashing trace events.
     pub trace_ns: u64,
+    /// Checks run as events arrive (raft history, reference model, keystores, nonces).
+    pub online_ns: u64,
+    /// The reference model's comparisons with replicas while faults run.
+    pub samples_ns: u64,
+    /// The checkers after the liveness phase and its convergence probes.
+    pub end_ns: u64,
+    /// Checks on datagrams as they are sent (persistence before messages).
+    pub messages_ns: u64,
+}
+
+impl CpuSplit {
+    /// Two splits added (several seeds' worth).
+    pub fn plus(&self, o: &CpuSplit) -> CpuSplit {
+        CpuSplit {
+            total_ns: self.total_ns + o.total_ns,
+            checkers_ns: self.checkers_ns + o.checkers_ns,
+            trace_ns: self.trace_ns + o.trace_ns,
+            online_ns: self.online_ns + o.online_ns,
+            samples_ns: self.samples_ns + o.samples_ns,
+            end_ns: self.end_ns + o.end_ns,
+            messages_ns: self.messages_ns + o.messages_ns,
+        }
+    }
 }
 
 /// What a stretch of harness code is charged to.
@@ -61,37 +104,76 @@ pub struct Profile {
     end_ns: AtomicU64,
     observe_ns: AtomicU64,
     messages_ns: AtomicU64,
-    /// Calls of `time_sampled` so far (which of them are measured).
-    sampled_calls: AtomicU64,
+    /// Sampled calls so far per bucket (which of them are measured): one counter each, so two
+    /// kinds of call that alternate cannot alias with the sampling period.
+    sampled_calls: [AtomicU64; 5],
+    /// What an empty timed stretch measures (the two clock reads' own cost), taken off every
+    /// measurement: per event it is of the order of the online checks themselves.
+    clock_ns: u64,
 }
 
 /// `time_sampled` measures one call in this many.
 pub const SAMPLE_EVERY: u64 = 32;
 
 impl Profile {
-    /// Like `time`, for a check that runs on every datagram: timing each call costs more than
-    /// the call (two clock reads), so one call in `SAMPLE_EVERY` is timed and counted that many
-    /// times over.
-    pub fn time_sampled<T>(p: Option<&Profile>, bucket: Bucket, f: impl FnOnce() -> T) -> T {
-        let Some(prof) = p else { return f() };
-        if prof.sampled_calls.fetch_add(1, Ordering::Relaxed) % SAMPLE_EVERY != 0 {
-            return f();
+    /// A profile that knows the cost of its own clock reads (the median of many empty
+    /// measurements on this thread).
+    pub fn calibrated() -> Profile {
+        let mut empty: Vec<u64> = (0..201)
+            .map(|_| {
+                let a = thread_cpu_ns();
+                thread_cpu_ns().saturating_sub(a)
+            })
+            .collect();
+        empty.sort_unstable();
+        Profile {
+            clock_ns: empty[empty.len() / 2],
+            ..Profile::default()
         }
+    }
+
+    /// Like `time`, for code that runs on every datagram or event: timing each call costs
+    /// more than the call (two clock reads, each a system call), so one call in `SAMPLE_EVERY`
+    /// is timed and counted that many times over.
+    pub fn time_sampled<T>(p: Option<&Profile>, bucket: Bucket, f: impl FnOnce() -> T) -> T {
+        match p {
+            Some(prof) if prof.take_sample(bucket) => {
+                Profile::time_scaled(prof, bucket, SAMPLE_EVERY, f)
+            }
+            _ => f(),
+        }
+    }
+
+    /// Whether this call is the one in `SAMPLE_EVERY` to time (`time_sampled`, or an event
+    /// whose nested buckets are all timed with `time_scaled`).
+    pub fn take_sample(&self, bucket: Bucket) -> bool {
+        // Pseudo-random, not every SAMPLE_EVERY-th call: the harness's events come in patterns
+        // (a commit, its applies, its replies) that a fixed stride would alias with. The
+        // stream is the profile's own; nothing in the simulation reads it.
+        let n = self.sampled_calls[bucket as usize].fetch_add(1, Ordering::Relaxed);
+        let mut x = n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 29;
+        x % SAMPLE_EVERY == 0
+    }
+
+    /// Runs `f`, charging `scale` times its CPU time to `bucket` (one sampled call standing for
+    /// `scale` calls).
+    pub fn time_scaled<T>(prof: &Profile, bucket: Bucket, scale: u64, f: impl FnOnce() -> T) -> T {
         let start = thread_cpu_ns();
         let out = f();
-        let spent = thread_cpu_ns().saturating_sub(start) * SAMPLE_EVERY;
+        let spent = (thread_cpu_ns().saturating_sub(start)).saturating_sub(prof.clock_ns) * scale;
         prof.account(bucket, spent);
         out
     }
 
     /// Runs `f`, charging its CPU time to `bucket` when profiling.
     pub fn time<T>(p: Option<&Profile>, bucket: Bucket, f: impl FnOnce() -> T) -> T {
-        let Some(p) = p else { return f() };
-        let start = thread_cpu_ns();
-        let out = f();
-        let spent = thread_cpu_ns().saturating_sub(start);
-        p.account(bucket, spent);
-        out
+        match p {
+            Some(prof) => Profile::time_scaled(prof, bucket, 1, f),
+            None => f(),
+        }
     }
 
     fn account(&self, bucket: Bucket, spent: u64) {
@@ -108,17 +190,19 @@ impl Profile {
 
     /// The split of a seed that took `total_ns`.
     pub fn split(&self, total_ns: u64) -> CpuSplit {
-        let online = self.online_ns.load(Ordering::Relaxed);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let online_ns = load(&self.online_ns);
+        let samples_ns = load(&self.samples_ns);
+        let end_ns = load(&self.end_ns);
+        let messages_ns = load(&self.messages_ns);
         CpuSplit {
             total_ns,
-            checkers_ns: online
-                + self.messages_ns.load(Ordering::Relaxed)
-                + self.samples_ns.load(Ordering::Relaxed)
-                + self.end_ns.load(Ordering::Relaxed),
-            trace_ns: self
-                .observe_ns
-                .load(Ordering::Relaxed)
-                .saturating_sub(online),
+            checkers_ns: online_ns + samples_ns + end_ns + messages_ns,
+            trace_ns: load(&self.observe_ns).saturating_sub(online_ns),
+            online_ns,
+            samples_ns,
+            end_ns,
+            messages_ns,
         }
     }
 }

@@ -274,7 +274,7 @@ fn run_seed_here(
         client_node: Mutex::new(None),
         kms: kms.clone(),
         genesis,
-        profile: opts.profile.then(Profile::default),
+        profile: opts.profile.then(Profile::calibrated),
     });
     let w2 = world.clone();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(phases::supervise(w2))));

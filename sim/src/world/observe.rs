@@ -1,12 +1,20 @@
 use super::*;
 use crate::check::record::{Online, Record};
+use crate::profile::SAMPLE_EVERY;
 use engine::observe::{CrashPoint, Delivery};
 
 impl Observer for World {
     fn event(&self, node: NodeId, ev: Event) {
-        Profile::time(self.profile.as_ref(), Bucket::Observe, || {
-            self.observe(node, ev)
-        })
+        // One event in `SAMPLE_EVERY` is timed (with its online checks), standing for that
+        // many: timing every event would cost more than the events.
+        match self.profile.as_ref() {
+            Some(prof) if prof.take_sample(Bucket::Observe) => {
+                Profile::time_scaled(prof, Bucket::Observe, SAMPLE_EVERY, || {
+                    self.observe(node, ev, Some(prof))
+                })
+            }
+            _ => self.observe(node, ev, None),
+        }
     }
 
     fn attach_pages(&self, inspect: Arc<dyn InspectPages>) {
@@ -47,8 +55,8 @@ impl Observer for World {
 impl World {
     /// One engine observation: a typed record for the online checkers and the race windows,
     /// then a line in the trace.
-    pub(super) fn observe(&self, node: NodeId, ev: Event) {
-        let p = self.profile.as_ref();
+    /// `timed`: the profile when this event is one of the sampled ones.
+    pub(super) fn observe(&self, node: NodeId, ev: Event, timed: Option<&Profile>) {
         let mut st = self.lock();
         let at_us = Self::now_us(&st);
         let incarnation = st.slots.get(&node).map_or(0, |s| s.incarnation);
@@ -58,14 +66,28 @@ impl World {
             incarnation,
             event: &ev,
         };
-        Profile::time(p, Bucket::OnlineChecks, || {
-            let st = &mut *st;
-            st.history.record(&r);
-            st.model.record(&r);
-            st.keystores.record(&r);
+        // A checker the scenario does not run costs nothing (and a run without checks
+        // measures what the checkers cost, by difference).
+        let runs = |c: Check| self.scn.has_check(c);
+        let online = |st: &mut State| {
+            if runs(Check::Raft) {
+                st.history.record(&r);
+                st.persistence.record(&r);
+            }
+            if runs(Check::Model) || runs(Check::Linearizability) || runs(Check::Durability) {
+                st.model.record(&r);
+            }
+            if runs(Check::Validate) {
+                st.keystores.record(&r);
+            }
             st.nonces.record(&r);
-            st.persistence.record(&r);
-        });
+        };
+        match timed {
+            Some(prof) => {
+                Profile::time_scaled(prof, Bucket::OnlineChecks, SAMPLE_EVERY, || online(&mut st))
+            }
+            None => online(&mut st),
+        }
         if matches!(ev, Event::Sealed { .. }) {
             return; // checked above; one per page written would crowd the trace
         }
