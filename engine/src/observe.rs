@@ -15,7 +15,7 @@ use crate::layered::{CheckpointMeta, Mode};
 use crate::page_store::{BlockInfo, Published};
 use crate::pages::Lsn;
 use crate::raft::{Entry, Index, NodeId, Op, RaftEvent, Role, Session, Term};
-use crate::state::{Collection, CollectionHash};
+use crate::state::{Collection, CollectionHash, Visible};
 use crate::wire::Wire;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,11 +102,24 @@ pub trait Inspect: Send + Sync {
     fn status(&self) -> NodeStatus;
     /// Everything a reader would see, collection by collection.
     fn read_all(&self) -> BTreeMap<String, Collection>;
+    /// The applied index and everything a reader sees, read in place for the length of `f` and
+    /// at one instant: `read_all` without copying any document (the model check runs this
+    /// around every checkpoint install).
+    fn visit_all(&self, f: &mut dyn FnMut(Index, &dyn Visible)) {
+        let applied = self.status().last_applied;
+        f(applied, &self.read_all())
+    }
     /// The node's own dbHash of what a reader sees (costly: hashes every document; `status`
     /// stays cheap because the harness polls it).
     fn hashes(&self) -> BTreeMap<String, CollectionHash>;
     /// The last `n` log entries, for failure reports.
     fn log_tail(&self, n: usize) -> Vec<Entry>;
+    /// Index, term and digest of every log entry (what the raft checker compares at the end,
+    /// without copying the entries).
+    fn log_digests(&self) -> Vec<(Index, Term, u64)> {
+        let log = self.log_tail(usize::MAX);
+        log.iter().map(|e| (e.index, e.term, e.digest())).collect()
+    }
     /// The applied index and what a reader sees of some documents and collections, read at one
     /// instant (the model check compares what changed since its last look this way).
     fn read_docs(

@@ -206,6 +206,10 @@ impl Inspect for Inspector {
     fn read_all(&self) -> BTreeMap<String, Collection> {
         lock(&self.0).store.read_all()
     }
+    fn visit_all(&self, f: &mut dyn FnMut(Index, &dyn crate::state::Visible)) {
+        let c = lock(&self.0);
+        f(c.store.applied_index(), &c.store)
+    }
     fn hashes(&self) -> BTreeMap<String, CollectionHash> {
         lock(&self.0).store.hashes()
     }
@@ -229,6 +233,11 @@ impl Inspect for Inspector {
         let c = lock(&self.0);
         let es = c.raft.entries();
         es[es.len().saturating_sub(n)..].to_vec()
+    }
+    fn log_digests(&self) -> Vec<(Index, Term, u64)> {
+        let c = lock(&self.0);
+        let es = c.raft.entries();
+        es.iter().map(|e| (e.index, e.term, e.digest())).collect()
     }
 }
 

@@ -7,6 +7,26 @@ use crate::raft::{Entry, Index, Op};
 
 pub type Collection = BTreeMap<String, Vec<u8>>;
 
+/// What a reader sees, read in place: the harness compares it with its model around every
+/// checkpoint install, where copying every document cost more than the comparison.
+pub trait Visible {
+    /// The collections a reader sees, in name order.
+    fn collections(&self) -> Vec<&str>;
+    /// Every document a reader sees in `collection`, each once, in no particular order.
+    fn docs(&self, collection: &str, f: &mut dyn FnMut(&str, &[u8]));
+}
+
+impl Visible for BTreeMap<String, Collection> {
+    fn collections(&self) -> Vec<&str> {
+        self.keys().map(String::as_str).collect()
+    }
+    fn docs(&self, collection: &str, f: &mut dyn FnMut(&str, &[u8])) {
+        for (k, v) in self.get(collection).into_iter().flatten() {
+            f(k, v)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateMachine {
     collections: BTreeMap<String, Collection>,

@@ -31,10 +31,12 @@ impl AtRest for Durability {
     fn check(&self, c: &Cluster<'_>, _: &mut Vec<String>) -> Vec<Violation> {
         let (mut out, named) = check_acks(c.ops, c.model, c.at_ms, ViolationKind::Durability);
         c.name_ops(named, ViolationKind::Durability);
+        let acked = acked_writes(c.ops);
         for n in c.nodes {
             let name = node_name(n.status.id);
             let applied = n.status.last_applied;
-            let (found, named) = check_durability(c.ops, c.model, &name, applied, &n.data, c.at_ms);
+            let (found, named) =
+                check_durability(&acked, c.model, &name, applied, &n.data, c.at_ms);
             out.extend(found);
             c.name_ops(named, ViolationKind::Durability);
         }
@@ -220,7 +222,8 @@ pub fn per_key(ops: &[ClientOp]) -> BTreeMap<String, Vec<KvOp>> {
         ks.sort_unstable();
         ks.dedup();
     }
-    let mut by_key: BTreeMap<String, Vec<KvOp>> = BTreeMap::new();
+    // Keyed by (collection, key) while filling: one name formatted per document, not per op.
+    let mut by_key: BTreeMap<(&str, &str), Vec<KvOp>> = BTreeMap::new();
     for (id, op) in ops.iter().enumerate() {
         let kind = match &op.kind {
             ClientKind::Put(v) => KvKind::Write(Some(v.clone())),
@@ -238,7 +241,7 @@ pub fn per_key(ops: &[ClientOp]) -> BTreeMap<String, Vec<KvOp>> {
         };
         for k in keys {
             by_key
-                .entry(format!("{}/{k}", op.collection))
+                .entry((op.collection.as_str(), k))
                 .or_default()
                 .push(KvOp {
                     id,
@@ -251,6 +254,9 @@ pub fn per_key(ops: &[ClientOp]) -> BTreeMap<String, Vec<KvOp>> {
         }
     }
     by_key
+        .into_iter()
+        .map(|((c, k), ops)| (format!("{c}/{k}"), ops))
+        .collect()
 }
 
 /// The linearizability verdicts, one violation naming the smallest failing sub-history.
@@ -305,28 +311,40 @@ pub fn check_linearizable(ops: &[ClientOp], at_ms: u64) -> (Vec<Violation>, Vec<
 /// Durability on one live replica applied to `applied`: each acknowledged write at or below
 /// that index is what a reader sees, unless the committed history changed the document after it.
 /// Returns the finding and the lost writes (indices into `ops`).
+/// Acknowledged writes per document, in history order: (operation number, operation).
+pub type AckedWrites<'a> = BTreeMap<(&'a str, &'a str), Vec<(usize, &'a ClientOp)>>;
+
+/// The acknowledged writes of a history, by document (built once for every replica checked).
+pub fn acked_writes(ops: &[ClientOp]) -> AckedWrites<'_> {
+    let mut acked: AckedWrites<'_> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let (Some(k), Some(_)) = (&op.key, op.ack) else {
+            continue;
+        };
+        if !matches!(op.kind, ClientKind::Get) {
+            acked.entry((&op.collection, k)).or_default().push((i, op));
+        }
+    }
+    acked
+}
+
 pub fn check_durability(
-    ops: &[ClientOp],
+    acked: &AckedWrites<'_>,
     model: &Model,
     node: &str,
     applied: Index,
     data: &BTreeMap<String, Collection>,
     at_ms: u64,
 ) -> (Vec<Violation>, Vec<usize>) {
-    // The last acknowledged write per document at or below `applied`, in history order.
-    let mut last: BTreeMap<(&str, &str), (usize, &ClientOp)> = BTreeMap::new();
-    for (i, op) in ops.iter().enumerate() {
-        let (Some(k), Some((index, _))) = (&op.key, op.ack) else {
-            continue;
-        };
-        if matches!(op.kind, ClientKind::Get) || index > applied {
-            continue;
-        }
-        let slot = last.entry((&op.collection, k)).or_insert((i, op));
-        if slot.1.ack.map(|a| a.0) < Some(index) {
-            *slot = (i, op);
-        }
-    }
+    // The last acknowledged write per document at or below `applied` (the first in history
+    // order among writes acknowledged at the same index).
+    let index = |w: &ClientOp| w.ack.map_or(0, |a| a.0);
+    let last = acked.iter().filter_map(|(doc, writes)| {
+        let mut below = writes.iter().filter(|(_, w)| index(w) <= applied);
+        let first = below.next()?;
+        let latest = below.fold(first, |l, w| if index(w.1) > index(l.1) { w } else { l });
+        Some((*doc, *latest))
+    });
     let (mut bad, mut named) = (Vec::new(), Vec::new());
     for ((c, k), (i, w)) in last {
         let seen = data.get(c).and_then(|col| col.get(k));

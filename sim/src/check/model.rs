@@ -7,11 +7,11 @@
 //! shows; it cannot see a bug that leaves what readers see right (block accounting: `validate`)
 //! or state it is never shown (a node that is down at every sample).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use engine::observe::Event;
 use engine::raft::{Entry, Index, Op, Session, Term};
-use engine::state::{Collection, StateMachine};
+use engine::state::{Collection, StateMachine, Visible};
 use reports::{Violation, ViolationKind};
 
 use super::record::{Online, Record};
@@ -19,6 +19,34 @@ use super::snapshot::node_name;
 use super::violation;
 
 type DocKey = (String, String);
+
+/// The count of a set of documents and the sum of their hashes: equal sets give equal
+/// digests, whatever order they are visited in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Digest {
+    count: u64,
+    sum: u64,
+}
+
+impl Digest {
+    fn add(&mut self, key: &str, value: &[u8]) {
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(doc_hash(key, value));
+    }
+    fn remove(&mut self, key: &str, value: &[u8]) {
+        self.count -= 1;
+        self.sum = self.sum.wrapping_sub(doc_hash(key, value));
+    }
+}
+
+fn doc_hash(key: &str, value: &[u8]) -> u64 {
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+    xxh3_64_with_seed(value, xxh3_64(key.as_bytes()))
+}
+
+/// How far below its tip the model judges a state by undoing the later changes (`equals_at`);
+/// further down it walks every document's versions.
+const CHEAP_WALK: Index = 64;
 
 /// One change of a document or a collection: the index that made it and what it left.
 #[derive(Debug, Clone)]
@@ -32,14 +60,20 @@ pub struct Model {
     sm: StateMachine,
     /// Canonical entries above the model's applied index, waiting for the gap below to fill.
     waiting: BTreeMap<Index, (Term, Op, Option<Session>)>,
-    docs: BTreeMap<DocKey, Vec<Version<Option<Vec<u8>>>>>,
+    /// Every version of every document, by collection then key (looked up by `&str`).
+    docs: BTreeMap<String, BTreeMap<String, Vec<Version<Option<Vec<u8>>>>>>,
+    /// Per collection at the tip: its documents' count and the sum of their hashes, kept as
+    /// they change, so a replica's whole state is compared without a lookup per document.
+    digests: BTreeMap<String, Digest>,
     tables: BTreeMap<String, Vec<Version<bool>>>,
     /// The model's execute/skip decision per index (a duplicate client operation is skipped).
-    executed: BTreeMap<Index, bool>,
+    /// Indexed by `index - 1`: the model applies every index in order.
+    executed: Vec<bool>,
     /// Where each client operation took effect.
     took_effect: BTreeMap<Session, Index>,
     /// Term of each canonical index, for matching acknowledgements.
-    terms: BTreeMap<Index, (Term, Option<Session>)>,
+    /// Indexed by `index - 1`, like `executed`.
+    terms: Vec<(Term, Option<Session>)>,
     /// Documents and collections each index changed, to rebuild the state just below the tip.
     changed_at: BTreeMap<Index, (Vec<DocKey>, Vec<String>)>,
     /// Comparisons made (coverage: a model check that never ran proved nothing).
@@ -117,16 +151,36 @@ impl Model {
             session,
         };
         let executed = self.sm.apply(&entry);
-        self.executed.insert(index, executed);
-        self.terms.insert(index, (term, session));
+        debug_assert_eq!(self.executed.len() as Index, index - 1, "applied in order");
+        self.executed.push(executed);
+        self.terms.push((term, session));
         if let (true, Some(s)) = (executed, session) {
             self.took_effect.insert(s, index);
         }
         let mut changed = (Vec::new(), Vec::new());
         for (c, k) in touched {
             let after = self.sm.get(&c, &k).cloned();
-            let versions = self.docs.entry((c.clone(), k.clone())).or_default();
-            if versions.last().map(|v| &v.after) != Some(&after) {
+            let versions = match self.docs.get_mut(&c).and_then(|keys| keys.get_mut(&k)) {
+                Some(v) => v,
+                None => self
+                    .docs
+                    .entry(c.clone())
+                    .or_default()
+                    .entry(k.clone())
+                    .or_default(),
+            };
+            let before = versions.last().and_then(|v| v.after.as_ref());
+            if before != after.as_ref() {
+                let digest = match self.digests.get_mut(&c) {
+                    Some(d) => d,
+                    None => self.digests.entry(c.clone()).or_default(),
+                };
+                if let Some(v) = before {
+                    digest.remove(&k, v);
+                }
+                if let Some(v) = &after {
+                    digest.add(&k, v);
+                }
                 versions.push(Version { index, after });
                 changed.0.push((c, k));
             }
@@ -148,7 +202,8 @@ impl Model {
 
     /// The model's decision for `index`: executed (`true`) or skipped as a duplicate.
     pub fn executed(&self, index: Index) -> Option<bool> {
-        self.executed.get(&index).copied()
+        let i = usize::try_from(index.checked_sub(1)?).ok()?;
+        self.executed.get(i).copied()
     }
 
     /// Where client operation `s` took effect, if it has.
@@ -158,18 +213,20 @@ impl Model {
 
     /// Term and session of the canonical entry at `index`.
     pub fn entry_at(&self, index: Index) -> Option<(Term, Option<Session>)> {
-        self.terms.get(&index).copied()
+        let i = usize::try_from(index.checked_sub(1)?).ok()?;
+        self.terms.get(i).copied()
     }
 
     /// A document's value as of `index` (absent: `None`).
     pub fn value_at(&self, collection: &str, key: &str, index: Index) -> Option<&Vec<u8>> {
-        let versions = self.docs.get(&(collection.to_string(), key.to_string()))?;
+        let versions = self.docs.get(collection)?.get(key)?;
         last_at(versions, index)?.after.as_ref()
     }
 
-    fn doc_changed_at(&self, k: &DocKey, index: Index) -> Option<Index> {
+    fn doc_changed_at(&self, (c, k): &DocKey, index: Index) -> Option<Index> {
         self.docs
-            .get(k)
+            .get(c)
+            .and_then(|keys| keys.get(k))
             .and_then(|v| last_at(v, index))
             .map(|v| v.index)
     }
@@ -194,10 +251,25 @@ impl Model {
         self.comparisons += 1;
         // Fast path: the state at `index` is the tip with the few later changes undone; equal
         // maps need no walk over every document's versions.
-        if self.applied() - index <= 64 && self.equals_at(index, data) {
+        if self.applied() - index <= CHEAP_WALK && self.equals_at(index, data) {
             return None;
         }
         self.first_difference(index, data)
+    }
+
+    /// Whether a replica applied to `index` shows exactly the model's state there, judged on
+    /// borrowed data: `Some(true)` equal (counted as a comparison), `Some(false)` different
+    /// (find the difference with `compare` on a copy), `None` when this cannot tell: the model
+    /// is behind `index`, or `index` is too far below its tip for the cheap walk.
+    pub fn matches(&mut self, index: Index, data: &dyn Visible) -> Option<bool> {
+        if index > self.applied() || self.applied() - index > CHEAP_WALK {
+            return None;
+        }
+        let equal = self.equals_at(index, data);
+        if equal {
+            self.comparisons += 1;
+        }
+        Some(equal)
     }
 
     /// The slow, authoritative walk: every collection and document against its versions.
@@ -222,16 +294,18 @@ impl Model {
             }
         }
         // Every document the model ever had, then any the replica has that it never had.
-        for ((c, k), versions) in &self.docs {
-            let model = last_at(versions, index).and_then(|v| v.after.as_ref());
-            let replica = data.get(c).and_then(|col| col.get(k));
-            if model != replica {
-                return Some(self.mismatch(c, k, replica, index));
+        for (c, keys) in &self.docs {
+            for (k, versions) in keys {
+                let model = last_at(versions, index).and_then(|v| v.after.as_ref());
+                let replica = data.get(c).and_then(|col| col.get(k));
+                if model != replica {
+                    return Some(self.mismatch(c, k, replica, index));
+                }
             }
         }
         for (c, col) in data {
             for (k, v) in col {
-                if !self.docs.contains_key(&(c.clone(), k.clone())) {
+                if !self.docs.get(c).is_some_and(|keys| keys.contains_key(k)) {
                     return Some(self.mismatch(c, k, Some(v), index));
                 }
             }
@@ -297,10 +371,10 @@ impl Model {
     /// `index`. The same answer as `*data == self.state_at(index)` without copying the whole
     /// state (a test holds them equal); the comparisons around every checkpoint install made
     /// those copies the checkers' largest cost.
-    fn equals_at(&self, index: Index, data: &BTreeMap<String, Collection>) -> bool {
+    fn equals_at(&self, index: Index, data: &dyn Visible) -> bool {
         // Documents and tables changed after `index`, by collection.
-        let mut docs: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
-        let mut tables: std::collections::BTreeSet<&str> = Default::default();
+        let mut docs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut tables: BTreeSet<&str> = Default::default();
         for (d, t) in self.changed_at.range(index + 1..).map(|(_, c)| c) {
             for (c, k) in d {
                 docs.entry(c.as_str()).or_default().insert(k.as_str());
@@ -316,70 +390,36 @@ impl Model {
             }
         };
         // Tables: every one the tip, the replica or a later change names.
-        let named = tip.keys().chain(data.keys()).map(String::as_str);
+        let seen: BTreeSet<&str> = data.collections().into_iter().collect();
+        let named = tip.keys().map(String::as_str).chain(seen.iter().copied());
         if named
             .chain(tables.iter().copied())
-            .any(|t| exists(t) != data.contains_key(t))
+            .any(|t| exists(t) != seen.contains(t))
         {
             return false;
         }
         let empty = Collection::new();
-        let none = std::collections::BTreeSet::new();
-        for (c, col) in data {
+        let none = BTreeSet::new();
+        for c in seen {
+            // The model's digest at `index`: the tip's, with the later-changed documents'
+            // values at the tip taken out and their values at `index` put back.
             let tip_col = tip.get(c).unwrap_or(&empty);
-            let changed = docs.get(c.as_str()).unwrap_or(&none);
-            if changed.is_empty() {
-                if col != tip_col {
-                    return false;
+            let mut want = self.digests.get(c).copied().unwrap_or_default();
+            for k in docs.get(c).unwrap_or(&none) {
+                if let Some(v) = tip_col.get(*k) {
+                    want.remove(k, v);
                 }
-                continue;
+                if let Some(v) = self.value_at(c, k, index) {
+                    want.add(k, v);
+                }
             }
-            // Both sides in key order; a later-changed document is judged by its value at
-            // `index`, every other one by the tip.
-            let mut a = col.iter().peekable();
-            let mut b = tip_col.iter().peekable();
-            loop {
-                let (k, mine, tips) = match (a.peek(), b.peek()) {
-                    (None, None) => break,
-                    (Some((ka, va)), Some((kb, vb))) if ka == kb => {
-                        let r = (*ka, Some(*va), Some(*vb));
-                        a.next();
-                        b.next();
-                        r
-                    }
-                    (Some((ka, va)), Some((kb, _))) if ka < kb => {
-                        let r = (*ka, Some(*va), None);
-                        a.next();
-                        r
-                    }
-                    (Some((ka, va)), None) => {
-                        let r = (*ka, Some(*va), None);
-                        a.next();
-                        r
-                    }
-                    (_, Some((kb, vb))) => {
-                        let r = (*kb, None, Some(*vb));
-                        b.next();
-                        r
-                    }
-                };
-                let want = if changed.contains(k.as_str()) {
-                    self.value_at(c, k, index)
-                } else {
-                    tips
-                };
-                if want != mine {
-                    return false;
-                }
+            let mut shown = Digest::default();
+            data.docs(c, &mut |k, v| shown.add(k, v));
+            if shown != want {
+                return false;
             }
         }
-        // Later-changed documents that existed at `index` must be on the replica.
-        docs.iter().all(|(c, keys)| {
-            keys.iter().all(|k| {
-                self.value_at(c, k, index).is_none()
-                    || data.get(*c).is_some_and(|col| col.contains_key(*k))
-            })
-        })
+        true
     }
 
     /// The state at `index`, rebuilt (tests hold `equals_at` to it).
@@ -441,7 +481,9 @@ impl Online for Model {
         else {
             return;
         };
-        self.offer(*index, *term, op.clone(), *session);
+        if *index > self.applied() {
+            self.offer(*index, *term, op.clone(), *session);
+        }
         let (Some(decided), Some(s)) = (self.executed(*index), session) else {
             return;
         };
