@@ -230,6 +230,10 @@ pub struct SeedReport {
     /// Comparisons of a replica's visible state with the reference model.
     #[serde(default)]
     pub model_checks: u64,
+    /// Datagrams the cluster put on the wire (each copy of a duplicated one counts): with
+    /// `sim_ms`, the load the bench's simulator floor reproduces.
+    #[serde(default)]
+    pub datagrams: u64,
     #[serde(default)]
     pub wall_ms: u64,
     /// Last events, for the dossier.

@@ -28,6 +28,7 @@ fn seed(seed: u64, violations: Vec<Violation>) -> SeedReport {
         ops_acked_fault_phase: 80,
         reads_acked_fault_phase: 20,
         model_checks: 7,
+        datagrams: 4321,
         wall_ms: 17,
         trace_tail: Vec::new(),
         causal: Vec::new(),

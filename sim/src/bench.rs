@@ -10,6 +10,7 @@ use std::time::Instant;
 use engine::{Knobs, KnownBug};
 use serde::Serialize;
 
+use crate::floor::FloorLoad;
 use crate::profile::{process_cpu_ns, CpuSplit};
 use crate::runner::{hunt, replay_command, HuntSearch};
 use crate::scenario::{self, Scenario, ScenarioError};
@@ -127,6 +128,8 @@ pub struct SpeedFigure {
     pub acceleration: Stat,
     pub seeds_per_s: f64,
     pub events_per_s: f64,
+    /// Datagrams the cluster sent per simulated second (what the floor reproduces).
+    pub datagrams_per_sim_s: f64,
     pub ops_acked_per_s: f64,
     /// Where the CPU went, over the profiled seeds (`profiled_seeds`).
     pub checkers_share: f64,
@@ -148,6 +151,17 @@ pub struct CheckerParts {
     pub samples: f64,
     pub end: f64,
     pub messages: f64,
+}
+
+/// The simulator's floor beside `steady`: the same load with no engine (`crate::floor`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorFigure {
+    /// Simulated seconds per wall second of the message-only cluster.
+    pub acceleration: Stat,
+    pub datagrams_per_sim_s: f64,
+    /// steady's median acceleration over the floor's: the fraction of the substrate's speed
+    /// the engine, harness and checkers leave.
+    pub steady_fraction: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,6 +188,7 @@ pub struct BenchReport {
     pub cores: usize,
     pub quick: bool,
     pub steady: SpeedFigure,
+    pub floor: FloorFigure,
     pub chaos_mix: SpeedFigure,
     pub hunts: Vec<HuntFigure>,
     pub memory: Vec<RssFigure>,
@@ -198,6 +213,7 @@ pub fn speed(scn: Scenario, seeds: u64, profiled: u64) -> SpeedFigure {
     let knobs = Knobs::new(scn.bugs());
     let (mut walls, mut accels) = (vec![], vec![]);
     let (mut events, mut ops, mut total_wall) = (0u64, 0u64, 0.0);
+    let (mut datagrams, mut sim_ms) = (0u64, 0u64);
     let cpu_start = process_cpu_ns();
     for seed in 1..=seeds {
         let start = Instant::now();
@@ -212,6 +228,8 @@ pub fn speed(scn: Scenario, seeds: u64, profiled: u64) -> SpeedFigure {
         walls.push(wall);
         accels.push(r.report.sim_ms as f64 / 1000.0 / wall);
         events += r.report.events;
+        datagrams += r.report.datagrams;
+        sim_ms += r.report.sim_ms;
         ops += r.report.ops_acked;
         total_wall += wall;
     }
@@ -255,6 +273,7 @@ pub fn speed(scn: Scenario, seeds: u64, profiled: u64) -> SpeedFigure {
         acceleration: Stat::of(&accels),
         seeds_per_s: seeds as f64 / total_wall,
         events_per_s: events as f64 / total_wall,
+        datagrams_per_sim_s: datagrams as f64 * 1000.0 / sim_ms.max(1) as f64,
         ops_acked_per_s: ops as f64 / total_wall,
         checkers_share: share(split.checkers_ns),
         trace_share: share(split.trace_ns),
@@ -266,6 +285,33 @@ pub fn speed(scn: Scenario, seeds: u64, profiled: u64) -> SpeedFigure {
         },
         profiled_seeds: profiled,
         checkers_share_by_difference: 1.0 - bare_cpu_ns as f64 / checked_cpu_ns.max(1) as f64,
+    }
+}
+
+/// The floor under `scn`'s measured load, over `seeds` seeds, one at a time.
+pub fn floor(scn: &Scenario, measured: &SpeedFigure, seeds: u64) -> FloorFigure {
+    let load = FloorLoad {
+        replicas: u32::from(scn.replicas),
+        services: 2,
+        clients: scn.workload.clients,
+        ops_per_sec: scn.workload.ops_per_sec,
+        datagrams_per_sim_s: measured.datagrams_per_sim_s,
+        tick_ms: 10,
+        duration_ms: scn.duration_ms,
+        latency_ms: scn.network.latency_ms,
+    };
+    let accels: Vec<f64> = (1..=seeds)
+        .map(|seed| {
+            let start = Instant::now();
+            crate::floor::run(&load, seed);
+            load.duration_ms as f64 / 1000.0 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    let acceleration = Stat::of(&accels);
+    FloorFigure {
+        steady_fraction: measured.acceleration.median / acceleration.median,
+        acceleration,
+        datagrams_per_sim_s: measured.datagrams_per_sim_s,
     }
 }
 
@@ -367,7 +413,10 @@ pub fn run(
     let mut steady = load("steady")?;
     steady.duration_ms = 120_000;
     steady.workload.ops_per_sec = 100;
+    let steady_scn = steady.clone();
     let steady = speed(steady, opts.steady_seeds(), opts.profiled_seeds());
+    progress("the simulator's floor: steady's load with no engine");
+    let floor = floor(&steady_scn, &steady, opts.steady_seeds());
     progress("chaos-mix, 30 s simulated, one seed at a time");
     let chaos = load("chaos-mix")?;
     assert_eq!(
@@ -392,6 +441,7 @@ pub fn run(
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         quick: opts.quick,
         steady,
+        floor,
         chaos_mix,
         hunts,
         memory,
@@ -426,6 +476,21 @@ pub fn render(r: &BenchReport) -> String {
         }
     );
     for (f, target) in [(&r.steady, true), (&r.chaos_mix, false)] {
+        if !target {
+            let fl = &r.floor;
+            out += &format!(
+                "floor/{}-{}s (the same madsim load, no engine)\n{:>24}[{:.0}x {:.0}x {:.0}x] simulated s per wall s; {:.0} datagrams per simulated s\n{:>24}steady runs at {:.1}% of the floor's speed\n\n",
+                r.steady.scenario,
+                r.steady.sim_s_per_seed,
+                "accel:  ",
+                fl.acceleration.min,
+                fl.acceleration.median,
+                fl.acceleration.max,
+                fl.datagrams_per_sim_s,
+                "ratio:  ",
+                fl.steady_fraction * 100.0
+            );
+        }
         let name = format!("{}-{}s", f.scenario, f.sim_s_per_seed);
         out += &format!(
             "{name}/seed\n{:>24}[{} {} {}]\n",

@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod check;
 pub mod cli;
 pub mod disk;
+pub mod floor;
 pub mod panics;
 pub mod profile;
 pub mod runner;

@@ -97,6 +97,8 @@ struct Slot {
 }
 
 struct State {
+    /// Datagrams sent so far (`SeedReport::datagrams`).
+    datagrams: u64,
     trace: Trace,
     history: History,
     violations: Vec<Violation>,
@@ -233,6 +235,7 @@ fn run_seed_here(
         me: me.clone(),
         disk: SimDisk::new(derive_seed(seed, "disk", 0), true),
         st: Mutex::new(State {
+            datagrams: 0,
             trace: Trace::new(opts.keep_full_trace),
             history: History::default(),
             violations: vec![],
@@ -311,6 +314,7 @@ fn run_seed_here(
         ops_acked_fault_phase: st.ops_acked_fault_phase,
         reads_acked_fault_phase: st.reads_acked_fault_phase,
         model_checks: st.model.comparisons,
+        datagrams: st.datagrams,
         wall_ms: wall.elapsed().as_millis() as u64,
         trace_tail: if passed { vec![] } else { st.trace.tail(80) },
         causal: match violations.first() {

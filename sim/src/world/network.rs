@@ -88,6 +88,7 @@ impl World {
     pub(super) fn delivery(&self, from: SocketAddr, to: SocketAddr, msg: &Wire) -> Delivery {
         let (src, dst) = (node_of(from), node_of(to));
         let mut st = self.lock();
+        st.datagrams += 1;
         if let (Wire::Raft { from: f, msg }, Some(t)) = (msg, dst) {
             if self.scn.has_check(Check::Raft) {
                 Profile::time_sampled(self.profile.as_ref(), Bucket::Messages, || {
@@ -116,6 +117,9 @@ impl World {
                 },
             };
             break;
+        }
+        if matches!(out, Delivery::Twice { .. }) {
+            st.datagrams += 1;
         }
         out
     }
