@@ -135,6 +135,8 @@ pub struct SpeedFigure {
     /// Where the CPU went, over the profiled seeds (`profiled_seeds`).
     pub checkers_share: f64,
     pub trace_share: f64,
+    /// The simulated disk's file operations.
+    pub disk_share: f64,
     /// The checkers' share by part: online (as events arrive), model samples (comparisons with
     /// replicas during faults), end (after the liveness phase), messages (persistence before
     /// each datagram).
@@ -281,6 +283,7 @@ pub fn speed(scn: Scenario, seeds: u64, profiled: u64) -> SpeedFigure {
         ops_acked_per_s: ops as f64 / total_wall,
         checkers_share: share(split.checkers_ns),
         trace_share: share(split.trace_ns),
+        disk_share: share(split.disk_ns),
         checkers_parts: CheckerParts {
             online: share(split.online_ns),
             samples: share(split.samples_ns),
@@ -540,6 +543,26 @@ pub fn render(r: &BenchReport) -> String {
             TARGET_CHECKERS_SHARE * 100.0,
             verdict(f.checkers_share <= TARGET_CHECKERS_SHARE),
             f.trace_share * 100.0
+        );
+        let floor = if target {
+            format!(
+                ", the simulator floor for this load (network, timers, scheduling) {:.1}%",
+                r.floor.steady_fraction * 100.0
+            )
+        } else {
+            String::new()
+        };
+        let known = f.checkers_share
+            + f.trace_share
+            + f.disk_share
+            + if target { r.floor.steady_fraction } else { 0.0 };
+        out += &format!(
+            "{:>24}checkers {:.1}%, trace {:.1}%, disk {:.1}%{floor}; engine, harness and the tasks and wake-ups they add {:.1}%\n",
+            "cpu:    ",
+            f.checkers_share * 100.0,
+            f.trace_share * 100.0,
+            f.disk_share * 100.0,
+            (1.0 - known).max(0.0) * 100.0
         );
         let p = &f.checkers_parts;
         out += &format!(

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use engine::raft::NodeId;
+
+use crate::profile::{Bucket, Profile};
 use engine::storage::{Storage, StorageError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -126,6 +128,7 @@ impl SimDisk {
             disk: self.clone(),
             node,
             incarnation: d.incarnation,
+            profile: None,
         }
     }
 
@@ -231,30 +234,51 @@ pub struct DiskHandle {
     disk: Arc<SimDisk>,
     node: NodeId,
     incarnation: u64,
+    /// Charged with the time of every file operation when the seed is profiled.
+    profile: Option<Arc<Profile>>,
+}
+
+impl DiskHandle {
+    /// The same handle, charging its file operations to `profile`'s disk bucket.
+    pub fn profiled(self, profile: Option<Arc<Profile>>) -> DiskHandle {
+        DiskHandle { profile, ..self }
+    }
+
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        Profile::time_sampled(self.profile.as_deref(), Bucket::Disk, f)
+    }
 }
 
 impl Storage for DiskHandle {
     fn read(&self, file: &str) -> Result<Vec<u8>, StorageError> {
-        self.disk
-            .with_file(self.node, self.incarnation, file, |f| f.current())
+        self.timed(|| {
+            self.disk
+                .with_file(self.node, self.incarnation, file, |f| f.current())
+        })
     }
     fn append(&self, file: &str, data: &[u8]) -> Result<(), StorageError> {
-        self.disk
-            .with_file(self.node, self.incarnation, file, |f| f.append(data))
+        self.timed(|| {
+            self.disk
+                .with_file(self.node, self.incarnation, file, |f| f.append(data))
+        })
     }
     fn replace(&self, file: &str, data: &[u8]) -> Result<(), StorageError> {
-        self.disk.with_file(self.node, self.incarnation, file, |f| {
-            f.pending = Pending::Replace(data.to_vec())
+        self.timed(|| {
+            self.disk.with_file(self.node, self.incarnation, file, |f| {
+                f.pending = Pending::Replace(data.to_vec())
+            })
         })
     }
     fn sync(&self, file: &str) -> Result<(), StorageError> {
-        self.disk
-            .with_file(self.node, self.incarnation, file, |f| f.sync())?;
-        let mut nodes = self.disk.nodes.lock().unwrap();
-        if let Some(d) = nodes.get_mut(&self.node) {
-            d.durable_changes += 1;
-        }
-        Ok(())
+        self.timed(|| {
+            self.disk
+                .with_file(self.node, self.incarnation, file, |f| f.sync())?;
+            let mut nodes = self.disk.nodes.lock().unwrap();
+            if let Some(d) = nodes.get_mut(&self.node) {
+                d.durable_changes += 1;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -25,7 +25,7 @@ impl World {
             }
             st.model_sampled_us = Some(now);
         }
-        Profile::time(self.profile.as_ref(), Bucket::Samples, || {
+        Profile::time(self.profile.as_deref(), Bucket::Samples, || {
             self.compare_with_model_since(when)
         });
     }

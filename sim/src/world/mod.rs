@@ -160,7 +160,7 @@ pub struct World {
     /// The keystore the cluster is provisioned with.
     genesis: Keystore,
     /// CPU accounting for the bench (`None`: not profiling, nothing measured).
-    profile: Option<Profile>,
+    profile: Option<Arc<Profile>>,
     /// This world (the engine's hooks get `&World` and sometimes must schedule work).
     me: std::sync::Weak<World>,
 }
@@ -277,7 +277,7 @@ fn run_seed_here(
         client_node: Mutex::new(None),
         kms: kms.clone(),
         genesis,
-        profile: opts.profile.then(Profile::calibrated),
+        profile: opts.profile.then(|| Arc::new(Profile::calibrated())),
     });
     let w2 = world.clone();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(phases::supervise(w2))));

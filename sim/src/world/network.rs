@@ -91,7 +91,7 @@ impl World {
         st.datagrams += 1;
         if let (Wire::Raft { from: f, msg }, Some(t)) = (msg, dst) {
             if self.scn.has_check(Check::Raft) {
-                Profile::time_sampled(self.profile.as_ref(), Bucket::Messages, || {
+                Profile::time_sampled(self.profile.as_deref(), Bucket::Messages, || {
                     self.check_persisted(&mut st, *f, t, msg)
                 });
             }

@@ -89,7 +89,7 @@ impl World {
     pub(super) fn incarnate(self: &Arc<Self>, id: NodeId) -> (crate::disk::DiskHandle, u64) {
         let inc = self.next_incarnation(id);
         (
-            self.disk.open(id),
+            self.disk.open(id).profiled(self.profile.clone()),
             derive_seed(self.seed, "election", (id as u64) << 32 | inc),
         )
     }

@@ -7,9 +7,9 @@ impl Observer for World {
     fn event(&self, node: NodeId, ev: Event) {
         // One event in `SAMPLE_EVERY` is timed (with its online checks), standing for that
         // many: timing every event would cost more than the events.
-        match self.profile.as_ref() {
+        match self.profile.as_deref() {
             Some(prof) if prof.take_sample(Bucket::Observe) => {
-                Profile::time_scaled(prof, Bucket::Observe, SAMPLE_EVERY, || {
+                prof.time_short(Bucket::Observe, SAMPLE_EVERY, || {
                     self.observe(node, ev, Some(prof))
                 })
             }
@@ -45,7 +45,7 @@ impl Observer for World {
         if self.scn.has_check(Check::Model) {
             let when = if after { "right after" } else { "right before" };
             let why = format!("{when} installing checkpoint {id}");
-            Profile::time(self.profile.as_ref(), Bucket::Samples, || {
+            Profile::time(self.profile.as_deref(), Bucket::Samples, || {
                 self.compare_with_model(Some(node), &why)
             });
         }
@@ -83,9 +83,7 @@ impl World {
             st.nonces.record(&r);
         };
         match timed {
-            Some(prof) => {
-                Profile::time_scaled(prof, Bucket::OnlineChecks, SAMPLE_EVERY, || online(&mut st))
-            }
+            Some(prof) => prof.time_short(Bucket::OnlineChecks, SAMPLE_EVERY, || online(&mut st)),
             None => online(&mut st),
         }
         if matches!(ev, Event::Sealed { .. }) {

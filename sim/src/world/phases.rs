@@ -22,7 +22,7 @@ impl World {
             madsim::time::Instant::now() + Duration::from_millis(self.scn.liveness_timeout_ms);
         loop {
             madsim::time::sleep(Duration::from_millis(100)).await;
-            if Profile::time(self.profile.as_ref(), Bucket::EndChecks, || {
+            if Profile::time(self.profile.as_deref(), Bucket::EndChecks, || {
                 self.converged()
             }) {
                 self.record("controller", "phase", "converged".into());
@@ -139,14 +139,14 @@ pub(super) async fn supervise(w: Arc<World>) {
     w.record("controller", "phase", "faults stop".into());
     // Before the liveness phase makes every replica a copy of the leader's checkpoint.
     if w.scn.has_check(Check::Model) {
-        Profile::time(w.profile.as_ref(), Bucket::Samples, || {
+        Profile::time(w.profile.as_deref(), Bucket::Samples, || {
             w.compare_with_model(None, "at the end of the fault phase")
         });
     }
 
     let converged = w.liveness_phase().await;
     let at_ms = w.now_ms();
-    let found = Profile::time(w.profile.as_ref(), Bucket::EndChecks, || {
+    let found = Profile::time(w.profile.as_deref(), Bucket::EndChecks, || {
         w.end_checks(converged, at_ms)
     });
     w.record(
