@@ -39,16 +39,33 @@ const CAUSAL_KEPT: usize = 2_000;
 
 pub struct Trace {
     hasher: xxhash_rust::xxh3::Xxh3,
-    tail: VecDeque<TraceEvent>,
-    causal: VecDeque<TraceEvent>,
-    full: Option<Vec<TraceEvent>>,
+    /// Node names seen, so a kept line holds an index, not a copy of its node's name.
+    names: Vec<String>,
+    tail: VecDeque<Line>,
+    causal: VecDeque<Line>,
+    full: Option<Vec<Line>>,
     count: u64,
+}
+
+/// A kept trace line: what a `TraceEvent` says, without the two strings per line that only
+/// a failure report reads.
+#[derive(Clone)]
+struct Line {
+    at_us: u64,
+    node: u16,
+    kind: &'static str,
+    detail: String,
+}
+
+fn is_causal(kind: &str) -> bool {
+    CAUSAL_KINDS.contains(&kind)
 }
 
 impl Trace {
     pub fn new(keep_full: bool) -> Self {
         Trace {
             hasher: xxhash_rust::xxh3::Xxh3::new(),
+            names: Vec::new(),
             tail: VecDeque::new(),
             causal: VecDeque::new(),
             full: keep_full.then(Vec::new),
@@ -56,32 +73,48 @@ impl Trace {
         }
     }
 
-    pub fn record(&mut self, at_us: u64, node: &str, kind: &str, detail: String) {
+    pub fn record(&mut self, at_us: u64, node: &str, kind: &'static str, detail: String) {
         self.hasher.update(&at_us.to_le_bytes());
         for part in [node, kind, detail.as_str()] {
             self.hasher.update(&(part.len() as u32).to_le_bytes());
             self.hasher.update(part.as_bytes());
         }
         self.count += 1;
-        let ev = TraceEvent {
+        let node = match self.names.iter().position(|n| n == node) {
+            Some(i) => i as u16,
+            None => {
+                self.names.push(node.to_string());
+                (self.names.len() - 1) as u16
+            }
+        };
+        let line = Line {
             at_us,
-            node: node.to_string(),
-            kind: kind.to_string(),
+            node,
+            kind,
             detail,
         };
         if let Some(full) = &mut self.full {
-            full.push(ev.clone());
+            full.push(line.clone());
         }
-        if CAUSAL_KINDS.contains(&ev.kind.as_str()) {
+        if is_causal(kind) {
             if self.causal.len() == CAUSAL_KEPT {
                 self.causal.pop_front();
             }
-            self.causal.push_back(ev.clone());
+            self.causal.push_back(line.clone());
         }
         if self.tail.len() == TAIL_EVENTS {
             self.tail.pop_front();
         }
-        self.tail.push_back(ev);
+        self.tail.push_back(line);
+    }
+
+    fn event(&self, l: &Line) -> TraceEvent {
+        TraceEvent {
+            at_us: l.at_us,
+            node: self.names[l.node as usize].clone(),
+            kind: l.kind.to_string(),
+            detail: l.detail.clone(),
+        }
     }
 
     pub fn hash_hex(&self) -> String {
@@ -91,22 +124,20 @@ impl Trace {
         self.count
     }
     pub fn tail(&self, n: usize) -> Vec<TraceEvent> {
-        self.tail
-            .iter()
-            .skip(self.tail.len().saturating_sub(n))
-            .cloned()
-            .collect()
+        let skip = self.tail.len().saturating_sub(n);
+        self.tail.iter().skip(skip).map(|l| self.event(l)).collect()
     }
     /// The last `n` causal events at or before `at_us`, oldest first.
     pub fn causal_before(&self, at_us: u64, n: usize) -> Vec<TraceEvent> {
-        let upto: Vec<&TraceEvent> = self.causal.iter().filter(|e| e.at_us <= at_us).collect();
+        let upto: Vec<&Line> = self.causal.iter().filter(|e| e.at_us <= at_us).collect();
         upto[upto.len().saturating_sub(n)..]
             .iter()
-            .map(|e| (*e).clone())
+            .map(|l| self.event(l))
             .collect()
     }
     pub fn take_full(&mut self) -> Option<Vec<TraceEvent>> {
-        self.full.take()
+        let full = self.full.take()?;
+        Some(full.iter().map(|l| self.event(l)).collect())
     }
 }
 
@@ -116,7 +147,7 @@ mod tests {
 
     #[test]
     fn hash_covers_time_node_kind_and_detail() {
-        let mk = |t: u64, n: &str, k: &str, d: &str| {
+        let mk = |t: u64, n: &str, k: &'static str, d: &str| {
             let mut tr = Trace::new(false);
             tr.record(t, n, k, d.to_string());
             tr.hash_hex()

@@ -28,14 +28,23 @@ pub struct NodeSnapshot {
     pub log_tail: Vec<Entry>,
 }
 
+/// `node_name` without an allocation for the usual ids (the trace names a node per event).
+pub fn node_label(id: NodeId) -> std::borrow::Cow<'static, str> {
+    const REPLICAS: [&str; 10] = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"];
+    match id {
+        PAGE_SERVICE_NODE => "ps".into(),
+        KMS_NODE => "kms".into(),
+        _ => match REPLICAS.get(id as usize) {
+            Some(n) => (*n).into(),
+            None => format!("n{id}").into(),
+        },
+    }
+}
+
 /// How nodes are named in traces and reports: replicas `n1`.., the page service `ps`, the
 /// KMS `kms`.
 pub fn node_name(id: NodeId) -> String {
-    match id {
-        PAGE_SERVICE_NODE => "ps".to_string(),
-        KMS_NODE => "kms".to_string(),
-        _ => format!("n{id}"),
-    }
+    node_label(id).into_owned()
 }
 
 /// One line for a log entry's operation (reports and traces).

@@ -382,7 +382,7 @@ impl World {
         st.start.map_or(0, |s| s.elapsed().as_micros() as u64)
     }
 
-    fn record(&self, node: &str, kind: &str, detail: String) {
+    fn record(&self, node: &str, kind: &'static str, detail: String) {
         let mut st = self.lock();
         let at = Self::now_us(&st);
         st.trace.record(at, node, kind, detail);
@@ -461,7 +461,7 @@ impl World {
     pub fn note(&self, s: String) {
         self.lock().notes.push(s);
     }
-    pub fn record_client(&self, kind: &str, detail: String) {
+    pub fn record_client(&self, kind: &'static str, detail: String) {
         self.record("clients", kind, detail);
     }
 }

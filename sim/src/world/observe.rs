@@ -93,7 +93,12 @@ impl World {
             st.windows.insert(w);
         }
         let (kind, detail) = crate::trace::describe(&ev);
-        st.trace.record(at_us, &node_name(node), kind, detail);
+        st.trace.record(
+            at_us,
+            &crate::check::snapshot::node_label(node),
+            kind,
+            detail,
+        );
     }
 
     pub(super) fn aborted(&self, node: NodeId, abort: Abort) {
@@ -137,7 +142,7 @@ impl World {
         &self,
         node: NodeId,
         kind: ViolationKind,
-        event: &str,
+        event: &'static str,
         reason: String,
         finding: String,
     ) {
