@@ -28,6 +28,7 @@ pub mod raft;
 pub mod replica;
 pub mod state;
 pub mod storage;
+pub mod storage_role;
 pub mod wire;
 
 pub use invariant::Abort;
