@@ -203,8 +203,8 @@ impl Node {
             Ok(k) => k,
             Err(_) if !still() => return false,
             Err(e) => {
-                let e = format!("failed to step up: keys for checkpoint {id}: {e}");
-                self.exec(Command::Abort(e));
+                let abort = lock(&self.core).role.step_up_no_keys(id, &e);
+                self.exec_all(abort);
                 return false;
             }
         };

@@ -94,6 +94,13 @@ impl StorageRole {
         ))]
     }
 
+    /// The keys to open the newest checkpoint could not be had while the lease holds: fatal.
+    pub fn step_up_no_keys(&self, id: u64, e: &str) -> Vec<Command> {
+        vec![Command::Abort(format!(
+            "failed to step up: keys for checkpoint {id}: {e}"
+        ))]
+    }
+
     /// Loading the newest checkpoint failed with `e`; `fenced` is the epoch that fenced this
     /// leadership's, if an empty discard says so (a newer leader may have freed the blocks
     /// meanwhile: then this step-up is moot). Otherwise the loss is real.
