@@ -169,7 +169,16 @@ impl World {
                     self.say(format!("n{n}: start keystore flush (epoch {epoch})"));
                     self.nodes.get_mut(&n).unwrap().flush = Some((lease, epoch));
                 }
-                Command::Reclaim(_, why) => self.say(format!("n{n}: reclaim: {why}")),
+                Command::Reclaim(lease, why) => {
+                    self.say(format!("n{n}: fenced: {why}"));
+                    let node = self.nodes.get_mut(&n).unwrap();
+                    let (role, term) = node.raft;
+                    let again = node.role.reclaim(&mut node.store, lease, role, term, why);
+                    if !again.is_empty() {
+                        node.claimed = None;
+                    }
+                    self.show(n, again);
+                }
                 Command::Discard(lsns) => {
                     let epoch = self.epoch_of(n);
                     self.request(n, epoch, PsOp::Discard { lsns });
@@ -854,5 +863,6 @@ golden_scripts!(
     incident001,
     incident002,
     step_down_mid_step_up,
-    crash_mid_checkpoint
+    crash_mid_checkpoint,
+    fencing
 );
