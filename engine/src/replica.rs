@@ -33,7 +33,7 @@ use crate::observe::{CrashPoint, Event, Observer, StorageEvent, Warning};
 use crate::ps_client::PsClient;
 use crate::raft::{Entry, Index, NodeId, ProposeError, Raft, RaftConfig, Role, Term};
 use crate::storage::{Storage, StorageError};
-use crate::storage_role::StorageRole;
+use crate::storage_role::{rotation, StorageRole};
 use crate::wire::{AdminAction, ClientResult, Wire, TAG};
 use keys::{recover_base, Keys};
 use links::Link;
@@ -212,7 +212,10 @@ fn restore_raft(
             torn_bytes: rec.torn_bytes,
         },
     );
-    obs.event(id, keystore_event(&store.keystore, false, "recovered"));
+    obs.event(
+        id,
+        rotation::keystore_event(&store.keystore, false, "recovered"),
+    );
     raft
 }
 
@@ -367,17 +370,6 @@ struct Node {
     /// Nonces and fresh keys: this incarnation's seeded stream.
     rng: Mutex<ChaCha8Rng>,
     failpoints: Failpoints,
-}
-
-/// A node's keystore changed (the harness checks it never goes backwards).
-fn keystore_event(ks: &Keystore, rotation_on_follower: bool, why: &str) -> Event {
-    Event::Keystore {
-        ts: ks.ts,
-        kek_version: ks.kek_version,
-        cmk_version: ks.cmk_version,
-        rotation_on_follower,
-        why: why.to_string(),
-    }
 }
 
 impl Node {
@@ -562,24 +554,8 @@ impl Node {
             let e = c.backlog.pop_front().expect("front exists");
             let executed = self.apply_entry(c, &e);
             if let (true, crate::raft::Op::Rotate(r)) = (executed, &e.op) {
-                let ks = &c.store.keystore;
                 let follower = c.raft.role() != Role::Leader;
-                let on = if follower { "a follower" } else { "the leader" };
-                let at = format!(
-                    "{} applied on {on} at index {} ts {}",
-                    r.summary(),
-                    e.index,
-                    e.ts
-                );
-                if ks.ts == e.ts {
-                    self.obs.event(self.id, keystore_event(ks, follower, &at));
-                } else {
-                    let why = format!(
-                        "{at}: raced with another rotation, keystore stays {}",
-                        ks.summary()
-                    );
-                    self.note(StorageEvent::Rotation { detail: why });
-                }
+                self.exec(rotation::applied(&c.store.keystore, r, &e, follower));
             }
             self.obs.event(
                 self.id,

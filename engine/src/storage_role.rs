@@ -2,8 +2,8 @@
 //!
 //! It holds what the storage leadership is (`generation`, term, claimed epoch, keystore page
 //! state) and makes every decision of the storage tasks: step-up (`step_up`), drain (`drain`),
-//! the leader's checkpoint (`checkpoint`), the keystore flush (`keystore_flush`) and the
-//! followers' pick-up (`pickup`). Inputs are raft role changes, applied entries, page-service and
+//! the leader's checkpoint (`checkpoint`), the keystore flush (`keystore_flush`), key rotations
+//! (`rotation`) and the followers' pick-up (`pickup`). Inputs are raft role changes, applied entries, page-service and
 //! KMS replies, failpoint draws and the end of a crash point; outputs are [`Command`]s. The async
 //! node (`replica`) only executes commands (requests, crash points, task spawns, observations)
 //! and feeds the replies back. A task holds a [`Lease`]; the core answers a reply of a lease it
@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod drain;
 pub mod keystore_flush;
 pub mod pickup;
+pub mod rotation;
 pub mod step_up;
 
 use crate::keystore::KeystoreRef;

@@ -56,7 +56,7 @@ use engine::storage_role::drain::{Batch, Pass};
 use engine::storage_role::keystore_flush::{self, FlushReply};
 use engine::storage_role::pickup::Target;
 use engine::storage_role::step_up::{Claimed, DrainStats, LogAt};
-use engine::storage_role::{Command, Lease, StorageRole};
+use engine::storage_role::{rotation, Command, Lease, StorageRole};
 use golden_script::{Cmd, Script};
 
 use engine::raft::NodeId;
@@ -152,6 +152,15 @@ impl World {
         for cmd in cmds {
             match cmd {
                 Command::Note(Event::Storage(e)) => self.say(format!("n{n}: {} {e}", e.kind())),
+                Command::Note(Event::Keystore {
+                    ts,
+                    kek_version,
+                    cmk_version,
+                    why,
+                    ..
+                }) => self.say(format!(
+                    "n{n}: keystore kek v{kek_version} cmk v{cmk_version} ts {ts}: {why}"
+                )),
                 Command::Note(other) => self.say(format!("n{n}: {other:?}")),
                 Command::Abort(why) => {
                     self.say(format!("n{n}: ABORT {why}"));
@@ -594,11 +603,12 @@ impl World {
             node.store.apply(&e);
             node.applied.push(e.clone());
             let what = match &e.op {
-                Op::Rotate(r) => format!(
-                    "{} (keystore {})",
-                    r.summary(),
-                    node.store.keystore.summary()
-                ),
+                Op::Rotate(r) => {
+                    let follower = node.raft.0 != Role::Leader;
+                    let applied = rotation::applied(&node.store.keystore, r, &e, follower);
+                    self.show(n, vec![applied]);
+                    continue;
+                }
                 Op::DropCollection { name } => format!("drop {name}"),
                 _ => continue,
             };

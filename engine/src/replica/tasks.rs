@@ -580,17 +580,15 @@ impl Node {
         };
         let rotation: Result<keystore::Rotation, String> = prepared.await;
         let mut c = lock(&self.core);
-        let rotation = match rotation {
-            Ok(r) if c.role.current(lease) => r,
-            Ok(_) | Err(_) => {
-                // Leadership moved on (or the KMS refused): the client retries elsewhere.
+        let rotation = match c
+            .role
+            .rotation_prepared(lease, rotation, &format!("{action:?}"))
+        {
+            Ok(r) => r,
+            Err(cmds) => {
                 let leader = c.raft.leader();
                 drop(c);
-                if let Err(e) = rotation {
-                    self.note(StorageEvent::RotationFailed {
-                        detail: format!("{action:?}: {e}"),
-                    });
-                }
+                self.exec_all(cmds);
                 self.reply(client, id, ClientResult::NotLeader { leader });
                 return;
             }
