@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::keystore::{DataKey, KeystoreRef, NONCE_LEN};
-use crate::layered::{CheckpointMeta, Cut, StableView, TableRoot, DATABASE_SIZE_BUFFER};
+use crate::layered::{
+    CheckpointMeta, Cut, StableView, TableDelta, TableRoot, DATABASE_SIZE_BUFFER,
+};
 use crate::pages::{
     addr_pack, page_of, Changes, Cookie, Docs, Lsn, PageError, PageId, PageImage, MAX_DELTAS,
 };
@@ -51,6 +53,30 @@ pub struct Plan {
     frees: Vec<(String, Cookie)>,
 }
 
+/// A table's changes grouped by page.
+fn changes_by_page(d: &TableDelta) -> BTreeMap<PageId, Changes> {
+    let mut by_page: BTreeMap<PageId, Changes> = BTreeMap::new();
+    for (k, (_, v)) in &d.docs {
+        by_page
+            .entry(page_of(k))
+            .or_default()
+            .insert(k.clone(), v.clone());
+    }
+    by_page
+}
+
+/// A page's documents after `changes`.
+fn changed(old: &Docs, changes: &Changes) -> Docs {
+    let mut docs = old.clone();
+    for (k, v) in changes {
+        match v {
+            Some(v) => docs.insert(k.clone(), v.clone()),
+            None => docs.remove(k),
+        };
+    }
+    docs
+}
+
 /// Plans the writes that turn `base` plus the cut's changes into the next checkpoint.
 pub fn plan(base: &StableView, cut: &Cut) -> Plan {
     let mut tables: BTreeMap<String, BTreeMap<PageId, PlannedPage>> = BTreeMap::new();
@@ -86,14 +112,7 @@ pub fn plan(base: &StableView, cut: &Cut) -> Plan {
         if !exists {
             continue;
         }
-        // Changes grouped by page.
-        let mut by_page: BTreeMap<PageId, Changes> = BTreeMap::new();
-        for (k, (_, v)) in &d.docs {
-            by_page
-                .entry(page_of(k))
-                .or_default()
-                .insert(k.clone(), v.clone());
-        }
+        let mut by_page = changes_by_page(d);
         let mut pages = BTreeMap::new();
         let old_pages: BTreeMap<PageId, Vec<Cookie>> = if masked {
             BTreeMap::new()
@@ -113,13 +132,7 @@ pub fn plan(base: &StableView, cut: &Cut) -> Plan {
                 pages.insert(p, PlannedPage::Keep(chain, old_docs));
                 continue;
             };
-            let mut docs = (*old_docs).clone();
-            for (k, v) in &changes {
-                match v {
-                    Some(v) => docs.insert(k.clone(), v.clone()),
-                    None => docs.remove(k),
-                };
-            }
+            let docs = changed(&old_docs, &changes);
             if docs.is_empty() {
                 // The page emptied: no block at all.
                 frees.extend(chain.iter().map(|c| (name.clone(), *c)));

@@ -1,7 +1,8 @@
 //! faultline's system under test: a miniature replicated document store.
 //!
-//! Pure cores (`raft`, `state`, `log_store`) are plain state machines with unit tests; the async
-//! node tasks in `replica` and `client` only drive them. The engine never imports the harness:
+//! Pure cores (`raft`, `state`, `log_store`, `layered`, `checkpoint`, `storage_role`) are plain
+//! state machines with unit or golden-script tests; the async node tasks in `replica` and
+//! `client` only drive them. The engine never imports the harness:
 //! it reaches its disk through [`storage::Storage`] and reports what it does through
 //! [`observe::Observer`].
 
@@ -28,6 +29,7 @@ pub mod raft;
 pub mod replica;
 pub mod state;
 pub mod storage;
+pub mod storage_role;
 pub mod wire;
 
 pub use invariant::Abort;

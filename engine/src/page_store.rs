@@ -191,21 +191,29 @@ impl PageStore {
         }
     }
 
-    /// Executes a request; returns the reply and the records to make durable before sending it.
-    pub fn handle(&mut self, req: PsRequest) -> (PsResult, Vec<u8>) {
+    /// A retry gets its first result, a late duplicate is refused (`Stale`), and writes below the
+    /// newest claim are refused (`Fenced`; a claim itself always goes through).
+    fn answered_without_executing(&self, req: &PsRequest) -> Option<PsResult> {
         if matches!(req.op, PsOp::Put { .. } | PsOp::Publish { .. }) {
             if let Some((id, res)) = self.dedup.get(&(req.writer, req.session)) {
                 if *id == req.req_id {
-                    return (res.clone(), vec![]);
+                    return Some(res.clone());
                 }
                 if *id > req.req_id {
-                    return (PsResult::Stale, vec![]);
+                    return Some(PsResult::Stale);
                 }
             }
         }
-        // Writes below the newest claim are refused; a claim itself always goes through.
         if req.op.writes() && !matches!(req.op, PsOp::Fence) && req.epoch < self.epoch {
-            return (PsResult::Fenced { epoch: self.epoch }, vec![]);
+            return Some(PsResult::Fenced { epoch: self.epoch });
+        }
+        None
+    }
+
+    /// Executes a request; returns the reply and the records to make durable before sending it.
+    pub fn handle(&mut self, req: PsRequest) -> (PsResult, Vec<u8>) {
+        if let Some(answer) = self.answered_without_executing(&req) {
+            return (answer, vec![]);
         }
         let mut out = Vec::new();
         let mut log = |s: &mut PageStore, r: Record| {

@@ -46,15 +46,18 @@
 //! two leaders of one term (across restarts too), a cut of an entry some node applied, and two
 //! different entries applied at one index.
 
+#[macro_use]
+mod golden_script;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 
 use engine::invariant::classify_panic;
 use engine::raft::{
     Entry, HardState, Index, LogOp, Message, NodeId, Op, ProposeError, Raft, RaftConfig, RaftEvent,
     Role, Term,
 };
+use golden_script::{Cmd, Script};
 
 struct Node {
     raft: Option<Raft>, // None while the node is down
@@ -359,45 +362,6 @@ impl Cluster {
     }
 }
 
-/// One command line: its name, node ids, `key=value` arguments and bare words. Each command
-/// takes what it understands; anything left over is an error.
-struct Cmd {
-    name: String,
-    nodes: Vec<NodeId>,
-    args: BTreeMap<String, String>,
-    flags: BTreeSet<String>,
-}
-
-impl Cmd {
-    fn parse(line: &str) -> Cmd {
-        let mut words = line.split_whitespace();
-        let name = words.next().unwrap_or_default().to_string();
-        let mut cmd = Cmd {
-            name,
-            nodes: vec![],
-            args: BTreeMap::new(),
-            flags: BTreeSet::new(),
-        };
-        for w in words {
-            if let Some((k, v)) = w.split_once('=') {
-                cmd.args.insert(k.to_string(), v.to_string());
-            } else if let Ok(n) = w.parse() {
-                cmd.nodes.push(n);
-            } else {
-                cmd.flags.insert(w.to_string());
-            }
-        }
-        cmd
-    }
-
-    fn num<T: std::str::FromStr>(&mut self, key: &str, default: T) -> Result<T, String> {
-        match self.args.remove(key) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| format!("bad {key}={v}")),
-        }
-    }
-}
-
 fn run(c: &mut Cluster, line: &str) -> Result<(), String> {
     let mut cmd = Cmd::parse(line);
     if cmd.name != "cluster" && c.nodes.is_empty() {
@@ -592,89 +556,21 @@ fn run(c: &mut Cluster, line: &str) -> Result<(), String> {
     }
 }
 
-/// Runs a script and returns its text with every block's output made anew.
-fn regenerate(name: &str, text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let (mut out, mut cluster, mut i) = (Vec::new(), Cluster::default(), 0);
-    while i < lines.len() {
-        if lines[i].trim().is_empty() || lines[i].starts_with('#') {
-            out.push(lines[i].to_string());
-            i += 1;
-            continue;
-        }
-        // A block: its commands up to `---` (or a blank line, in a block never run), then the
-        // old output, which is skipped.
-        while i < lines.len() && !lines[i].trim().is_empty() && lines[i] != "---" {
-            let line = lines[i].trim();
-            out.push(lines[i].to_string());
-            i += 1;
-            if line.starts_with('#') {
-                continue;
-            }
-            let quiet = line.strip_prefix('(').and_then(|l| l.strip_suffix(')'));
-            let printed = cluster.out.len();
-            if let Err(e) = run(&mut cluster, quiet.unwrap_or(line)) {
-                panic!("{name}.txt:{i}: {line}: {e}");
-            }
-            if quiet.is_some() {
-                cluster.out.truncate(printed);
-            }
-        }
-        if lines.get(i) == Some(&"---") {
-            i += 1;
-            while i < lines.len() && !lines[i].trim().is_empty() {
-                i += 1;
-            }
-        }
-        out.push("---".into());
-        if cluster.out.is_empty() {
-            cluster.out.push("ok".into());
-        }
-        out.append(&mut cluster.out);
+impl Script for Cluster {
+    fn run(&mut self, line: &str) -> Result<(), String> {
+        run(self, line)
     }
-    out.join("\n") + "\n"
+    fn out(&mut self) -> &mut Vec<String> {
+        &mut self.out
+    }
 }
 
-fn check(script: &str) {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/raft/{script}.txt"));
-    let expected =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let actual = regenerate(script, &expected);
-    if actual == expected {
-        return;
-    }
-    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
-        return std::fs::write(&path, actual).unwrap();
-    }
-    let (e, a): (Vec<_>, Vec<_>) = (expected.lines().collect(), actual.lines().collect());
-    let at = (0..).find(|i| e.get(*i) != a.get(*i)).unwrap();
-    let around =
-        |v: &[&str]| v[at.saturating_sub(3).min(v.len())..(at + 8).min(v.len())].join("\n");
-    panic!(
-        "{}: the output differs from line {}\n--- expected\n{}\n--- actual\n{}\n\
-         (UPDATE_GOLDEN=1 rewrites the file)",
-        path.display(),
-        at + 1,
-        around(&e),
-        around(&a)
-    );
-}
-
-macro_rules! scripts {
-    ($($name:ident),*) => {
-        $( #[test] fn $name() { check(stringify!($name)); } )*
-
-        #[test]
-        fn every_script_is_run() {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/raft");
-            for f in std::fs::read_dir(dir).unwrap() {
-                let name = f.unwrap().file_name().into_string().unwrap();
-                let stem = name.strip_suffix(".txt").unwrap_or(&name);
-                assert!([$(stringify!($name)),*].contains(&stem), "{name}: no test runs it");
-            }
-        }
-    };
-}
-
-scripts!(election, replication, figure8, incident003, step_down);
+golden_scripts!(
+    Cluster,
+    "raft",
+    election,
+    replication,
+    figure8,
+    incident003,
+    step_down
+);

@@ -204,29 +204,7 @@ impl fmt::Display for StorageEvent {
                 f,
                 "term {term}: un-checkpointed changes back to ingest ({ingest_entries} entries)"
             ),
-            StorageEvent::StepUp { term, stage } => match stage {
-                StepUpStage::Claiming => write!(f, "term {term}: claiming the page service"),
-                StepUpStage::Reclaiming { why } => {
-                    write!(f, "term {term}: claiming the page service again: {why}")
-                }
-                StepUpStage::StandingAside {
-                    checkpoint,
-                    written_in,
-                } => write!(
-                    f,
-                    "term {term}: checkpoint {checkpoint} was written in term {written_in}: standing aside"
-                ),
-                StepUpStage::Done {
-                    epoch,
-                    tables,
-                    docs,
-                    base,
-                    passes,
-                } => write!(
-                    f,
-                    "term {term}: epoch {epoch}, drained {tables} tables ({docs} documents) into stable over checkpoint {base} in {passes} passes"
-                ),
-            },
+            StorageEvent::StepUp { term, stage } => fmt_step_up(*term, stage, f),
             StorageEvent::Sweep { orphans } => write!(
                 f,
                 "discarding {} unreferenced blocks {orphans:?}",
@@ -244,24 +222,7 @@ impl fmt::Display for StorageEvent {
                 f,
                 "checkpoint {id} published at lsn {lsn}: ts {ts} applied {applied}, {written} blocks written, {freed} freed, database_size {database_size}"
             ),
-            StorageEvent::CheckpointFailed { id, cause } => match cause {
-                CheckpointFailure::NoDataKey(e) => write!(f, "checkpoint {id}: no data key: {e}"),
-                CheckpointFailure::BeforeWrapUp {
-                    error,
-                    discard,
-                    orphaned,
-                    ..
-                } => {
-                    write!(
-                        f,
-                        "checkpoint {id} failed before wrap-up: {error}; discarding blocks {discard:?}"
-                    )?;
-                    if !orphaned.is_empty() {
-                        write!(f, "; cannot free unpacked blocks {orphaned:?}")?;
-                    }
-                    Ok(())
-                }
-            },
+            StorageEvent::CheckpointFailed { id, cause } => fmt_checkpoint_failed(*id, cause, f),
             StorageEvent::CheckpointAbandoned { id, at_publish } => write!(
                 f,
                 "checkpoint {id}: {} overtaken by a newer leadership's request (stale)",
@@ -313,6 +274,57 @@ impl fmt::Display for StorageEvent {
             StorageEvent::Rotation { detail } | StorageEvent::RotationFailed { detail } => {
                 f.write_str(detail)
             }
+        }
+    }
+}
+
+fn fmt_step_up(term: Term, stage: &StepUpStage, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match stage {
+        StepUpStage::Claiming => write!(f, "term {term}: claiming the page service"),
+        StepUpStage::Reclaiming { why } => {
+            write!(f, "term {term}: claiming the page service again: {why}")
+        }
+        StepUpStage::StandingAside {
+            checkpoint,
+            written_in,
+        } => write!(
+            f,
+            "term {term}: checkpoint {checkpoint} was written in term {written_in}: standing aside"
+        ),
+        StepUpStage::Done {
+            epoch,
+            tables,
+            docs,
+            base,
+            passes,
+        } => write!(
+            f,
+            "term {term}: epoch {epoch}, drained {tables} tables ({docs} documents) into stable over checkpoint {base} in {passes} passes"
+        ),
+        }
+}
+
+fn fmt_checkpoint_failed(
+    id: u64,
+    cause: &CheckpointFailure,
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    match cause {
+        CheckpointFailure::NoDataKey(e) => write!(f, "checkpoint {id}: no data key: {e}"),
+        CheckpointFailure::BeforeWrapUp {
+            error,
+            discard,
+            orphaned,
+            ..
+        } => {
+            write!(
+                f,
+                "checkpoint {id} failed before wrap-up: {error}; discarding blocks {discard:?}"
+            )?;
+            if !orphaned.is_empty() {
+                write!(f, "; cannot free unpacked blocks {orphaned:?}")?;
+            }
+            Ok(())
         }
     }
 }
