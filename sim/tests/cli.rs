@@ -556,10 +556,33 @@ fn bench_quick_reports_every_figure_as_json() {
         assert!(share > 0.0 && share < 1.0, "{speed} checkers share {share}");
     }
     assert_eq!(v["steady"]["sim_s_per_seed"], 120.0);
-    let hunts = v["hunts"].as_array().unwrap();
-    assert_eq!(hunts.len(), 4, "one hunt per known bug");
-    for h in hunts {
-        assert_eq!(h["not_found"], 0, "every knob is found: {h}");
+    // The checkers' parts add up to their share; the by-difference figure is a share too.
+    let s = &v["steady"];
+    let parts: f64 = ["online", "samples", "end", "messages"]
+        .iter()
+        .map(|p| s["checkers_parts"][p].as_f64().unwrap())
+        .sum();
+    let share = s["checkers_share"].as_f64().unwrap();
+    assert!((parts - share).abs() < 1e-9, "{parts} vs {share}");
+    assert!(s["checkers_share_by_difference"].as_f64().unwrap() < 1.0);
+    // The floor ran steady's measured load, faster than steady (it has no engine).
+    let floor = &v["floor"];
+    assert_eq!(floor["datagrams_per_sim_s"], s["datagrams_per_sim_s"]);
+    assert!(
+        floor["datagrams_per_sim_s"].as_f64().unwrap() > 100.0,
+        "{floor}"
+    );
+    let fraction = floor["steady_fraction"].as_f64().unwrap();
+    assert!(fraction > 0.0 && fraction < 1.0, "{floor}");
+    for (table, scenario) in [("hunts", Some("chaos-mix")), ("hunts_tuned", None)] {
+        let hunts = v[table].as_array().unwrap();
+        assert_eq!(hunts.len(), 4, "one hunt per known bug");
+        for h in hunts {
+            assert_eq!(h["not_found"], 0, "every knob is found: {h}");
+            if let Some(name) = scenario {
+                assert_eq!(h["scenario"], name, "{h}");
+            }
+        }
     }
     let rss: Vec<f64> = v["memory"]
         .as_array()
