@@ -8,6 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// This thread's CPU time in nanoseconds (0 where the clock is unavailable).
 pub fn thread_cpu_ns() -> u64 {
+    cpu_clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+/// A CPU clock by raw syscall (madsim replaces libc's `clock_gettime` inside a runtime).
+fn cpu_clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -16,7 +21,7 @@ pub fn thread_cpu_ns() -> u64 {
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clock_gettime,
-            libc::CLOCK_THREAD_CPUTIME_ID,
+            clock,
             &mut ts as *mut libc::timespec,
         )
     };
@@ -43,22 +48,7 @@ fn cycles() -> u64 {
 
 /// This process's CPU time in nanoseconds, all threads (0 where the clock is unavailable).
 pub fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: as in `thread_cpu_ns`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clock_gettime,
-            libc::CLOCK_PROCESS_CPUTIME_ID,
-            &mut ts as *mut libc::timespec,
-        )
-    };
-    if rc != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    cpu_clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
 }
 
 /// Where one seed's CPU time went.
