@@ -215,6 +215,9 @@ pub enum Cmd {
         #[arg(long, short = 'j', default_value_t = default_jobs())]
         jobs: usize,
     },
+    /// Print the JSON Schema of scenario files (generated from the scenario types; editors can
+    /// validate scenario files against it). docs/scenarios.md describes every field.
+    Schema,
 }
 
 /// A user-facing error: printed as one line, exit code 2.
@@ -350,6 +353,13 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             filter,
         } => ci(seeds, junit, jobs, filter),
         Cmd::Bench { json, quick, jobs } => run_bench(json, quick, jobs),
+        Cmd::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&scenario::json_schema())?
+            );
+            Ok(EXIT_PASS)
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod disk;
 pub mod panics;
 pub mod profile;
+pub mod reference;
 pub mod runner;
 pub mod scenario;
 pub mod shrink;

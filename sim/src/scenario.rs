@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use engine::KnownBug;
 use reports::ViolationKind;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,14 +51,22 @@ fn d_checks() -> Vec<Check> {
     ]
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A scenario file: the cluster, its load, the faults (scripted and random), the checks and
+/// what `faultline ci` expects. Unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
+    /// The scenario's name, used in reports and file names (a named scenario's file is
+    /// `scenarios/<name>.json`).
     pub name: String,
+    /// One line shown by `faultline list`.
     #[serde(default)]
     pub description: String,
+    /// Raft replicas in the cluster (nodes `n1`..`nN`).
     #[serde(default = "d_replicas")]
     pub replicas: u8,
+    /// Length of the fault phase in simulated ms; every timeline item fires before it ends.
+    /// The liveness phase follows (see `liveness_timeout_ms`).
     pub duration_ms: u64,
     /// Leader checkpoint period (default 1000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,20 +74,29 @@ pub struct Scenario {
     /// Drain workers a new leader's step-up runs (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_workers: Option<usize>,
+    /// The client load.
     #[serde(default)]
     pub workload: Workload,
+    /// The simulated network's latency and loss.
     #[serde(default)]
     pub network: Network,
+    /// Known-bug knobs switched on for every run of this scenario (as `--bug NAME` would).
     #[serde(default)]
+    #[schemars(schema_with = "knob_names")]
     pub known_bugs: Vec<String>,
+    /// Failpoints on for the whole fault phase.
     #[serde(default)]
     pub failpoints: Vec<FailpointSpec>,
+    /// Scripted faults, each at its `at_ms`.
     #[serde(default)]
     pub timeline: Vec<TimelineItem>,
+    /// Random faults from the chaos controller, on top of the timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chaos: Option<Chaos>,
+    /// The checkers that run (default: all); may not be empty.
     #[serde(default = "d_checks")]
     pub checks: Vec<Check>,
+    /// What `faultline ci` requires of a sweep of this scenario (default: every seed passes).
     #[serde(default)]
     pub expect: Expect,
     /// How long the liveness phase may take to converge after every fault is healed.
@@ -86,24 +104,32 @@ pub struct Scenario {
     pub liveness_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The client load: closed-loop clients, each at about `ops_per_sec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Workload {
+    /// Client tasks (0: no load).
     pub clients: u32,
+    /// Operations per second per client (at most 100000).
     pub ops_per_sec: u32,
+    /// Collections the clients write to (`c0`, `c1`, ...).
     pub collections: u32,
+    /// Keys per collection.
     pub keys: u32,
-    /// The operation mix; without it each seed draws its own (see `workload::Mix`).
+    /// The operation mix; without it each seed draws its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mix: Option<WorkloadMix>,
 }
 
 /// Shares of all client operations, per mille; puts take what is left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkloadMix {
+    /// Reads (through the log, answered with the document as of their entry).
     pub reads_per_mille: u32,
+    /// Deletes.
     pub deletes_per_mille: u32,
+    /// List appends.
     pub appends_per_mille: u32,
     /// Operations aimed at 10 hot keys per collection.
     pub hot_per_mille: u32,
@@ -132,11 +158,13 @@ impl Default for Workload {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The simulated network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Network {
-    /// One-way latency range, drawn per datagram.
+    /// One-way latency range `[min, max]`, drawn per datagram.
     pub latency_ms: [u64; 2],
+    /// Datagrams lost, per mille.
     pub loss_per_mille: u32,
 }
 
@@ -149,10 +177,14 @@ impl Default for Network {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A failpoint on for the whole fault phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailpointSpec {
+    /// The failpoint: one the engine models.
+    #[schemars(schema_with = "failpoint_name")]
     pub name: String,
+    /// How often it fires when reached, per mille (0..=1000).
     pub per_mille: u32,
 }
 
@@ -180,26 +212,42 @@ pub const CHAOS_FAULTS: [&str; 20] = [
     "disk_fault",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The chaos controller: random faults of the listed kinds throughout the fault phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Chaos {
+    /// The fault kinds it may inject.
+    #[schemars(schema_with = "chaos_fault_names")]
     pub faults: Vec<String>,
+    /// Mean simulated time between two faults.
     pub mean_interval_ms: u64,
+    /// Each seed draws its own subset of `faults` and its own rate; on half the seeds faults
+    /// come in bursts 10-300 ms apart, and when `failpoint` is drawn, failpoints stay on in the
+    /// background for the whole fault phase (the draw is printed in the report).
     #[serde(default)]
     pub swarm: bool,
     /// With `swarm`, each seed also draws its cluster: 3 or 5 replicas, a latency range, the
-    /// client load and the checkpoint interval (`chaos::world_for_seed`).
+    /// client load and the checkpoint interval.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub swarm_world: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// A checker.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
+    /// Replicas at the highest applied index hash alike (CheckReplDBHash).
     Dbhash,
+    /// Per-node bookkeeping: block accounting against the page service, keystores, pages.
     Validate,
+    /// Raft safety: one canonical applied history, one leader per term, terms and votes
+    /// persisted before messages reflect them.
     Raft,
+    /// Every acknowledged write stays visible unless a later committed entry changed it.
     Durability,
+    /// After the faults heal, the cluster converges within `liveness_timeout_ms`.
     Liveness,
     /// Every replica's visible state against the reference model (`check::model`).
     Model,
@@ -207,10 +255,13 @@ pub enum Check {
     Linearizability,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The verdict `faultline ci` expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
+    /// Every seed passes.
     Pass,
+    /// Seeds find the named violation (`kinds`, `message`).
     Fail,
 }
 
@@ -218,13 +269,15 @@ pub enum Verdict {
 /// expectation names the finding (kind and message), so another failure cannot meet it by
 /// accident; a `pass` expectation requires progress under faults and race-window coverage, so a
 /// change that stops the workload or never reaches the race cannot pass quietly.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
+    /// `pass` or `fail`.
     pub verdict: Verdict,
     /// With `fail` (required, non-empty): the finding's kinds. A failing seed has found it when
     /// one of its violations has one of these kinds and its message matches `message`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "violation_kinds")]
     pub kinds: Vec<ViolationKind>,
     /// With `fail`: a pattern the finding's message must match: a plain substring, where `*`
     /// stands for any run of characters (no other metacharacters).
@@ -234,6 +287,7 @@ pub struct Expect {
     /// `node-abort`). A failing seed with a kind in neither `kinds` nor `also` fails the
     /// expectation; `crash` and `hang` are tolerated only when listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "violation_kinds")]
     pub also: Vec<ViolationKind>,
     /// With `fail`: seeds (of `ci_seeds`) that must find it; default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,8 +296,9 @@ pub struct Expect {
     /// (default 1 when the workload has clients, else 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ops_acked_fault_phase: Option<u64>,
-    /// Race window (a name of `world::WINDOWS`) -> seeds (of `ci_seeds`) that must enter it.
+    /// Race window (see Names below) -> seeds (of `ci_seeds`) that must enter it.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(schema_with = "window_minimums")]
     pub windows: std::collections::BTreeMap<String, u64>,
     /// Seeds `faultline ci` runs for this scenario (its budget to meet the expectation; default
     /// 10). `min_found` and `windows` count seeds of this budget; `ci --seeds N` scales them.
@@ -382,6 +437,70 @@ impl<'de> Deserialize<'de> for Selector {
     }
 }
 
+impl JsonSchema for Selector {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Selector".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A node selector, resolved when the action fires: `n1`.. (a replica), \
+                `leader`, `followers`, `standby` (one follower chosen by the seed), `minority` (a \
+                seed-chosen minority of the replicas, at least one; needs 3 or more), `all`, \
+                `page-service`, `kms`.",
+            "type": "string",
+            "pattern": "^(n[1-9][0-9]*|leader|followers|standby|minority|all|page-service|kms)$"
+        })
+    }
+}
+
+/// A list of strings, each one of `names`.
+fn list_of(names: &[&str], description: &str) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": description,
+        "type": "array",
+        "items": { "type": "string", "enum": names }
+    })
+}
+
+fn knob_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = KnownBug::ALL.iter().map(|b| b.name()).collect();
+    list_of(
+        &names,
+        "Known-bug knobs switched on for every run of this scenario (as `--bug NAME` would).",
+    )
+}
+
+fn failpoint_name(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The failpoint: one the engine models.",
+        "type": "string",
+        "enum": engine::failpoints::IMPLEMENTED
+    })
+}
+
+fn chaos_fault_names(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    list_of(&CHAOS_FAULTS, "The fault kinds it may inject.")
+}
+
+fn violation_kinds(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = ViolationKind::ALL.iter().map(|k| k.as_str()).collect();
+    list_of(&names, "Violation kinds.")
+}
+
+fn window_minimums(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Race window -> seeds (of `ci_seeds`) that must enter it.",
+        "type": "object",
+        "propertyNames": { "enum": crate::world::WINDOWS },
+        "additionalProperties": { "type": "integer", "minimum": 0 }
+    })
+}
+
+/// The JSON Schema of a scenario file (`faultline schema`), generated from these types.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Scenario)).expect("a schema is JSON")
+}
+
 /// Defines [`TimelineItem`] and, from the same variant list, [`ByAction`]: the same items
 /// externally tagged (`{"partition": {"at_ms": ...}}`). serde buffers an internally tagged enum
 /// before it reads the variant's fields, so a path-tracking deserializer loses the path there
@@ -402,8 +521,9 @@ macro_rules! timeline_items {
             $( $(#[$vmeta])* $variant { $( $(#[$fmeta])* $field : $ty ),* } ),*
         }
 
-        #[derive(Deserialize)]
+        #[derive(Deserialize, JsonSchema)]
         #[serde(rename_all = "snake_case", deny_unknown_fields)]
+        #[allow(dead_code)] // only its Deserialize is used; JsonSchema for the field attributes
         enum ByAction {
             $( $variant { $( $(#[$fmeta])* $field : $ty ),* } ),*
         }
@@ -419,121 +539,181 @@ macro_rules! timeline_items {
 }
 
 timeline_items! {
-/// One scripted fault. Each variant carries its own `at_ms` so unknown fields stay rejected.
-/// Serialized with its `action` as a tag; deserialized through [`ByAction`] (see
-/// `timeline_items!`), which rejects unknown and duplicate fields alike.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+// Each variant carries its own `at_ms` so unknown fields stay rejected. Serialized with its
+// `action` as a tag; deserialized through [`ByAction`] (see `timeline_items!`), which rejects
+// unknown and duplicate fields alike.
+/// One scripted fault: an `action` and its fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum TimelineItem {
     /// Kill the nodes at once; each comes back after a delay drawn from `down_ms`, and with
     /// `straggler_ms` one of them (chosen by the seed) comes back that much later still.
     Restart {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The nodes it targets (one node selector).
         nodes: Selector,
         #[serde(default = "d_down_ms")]
+        /// How long each node stays down, `[min, max]` ms (default `[200, 1000]`).
         down_ms: [u64; 2],
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// One node (chosen by the seed) comes back this much later still, `[min, max]` ms.
         straggler_ms: Option<[u64; 2]>,
     },
     /// Kill the nodes; they stay down until `start` or the liveness phase.
     Kill {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The nodes it targets (one node selector).
         nodes: Selector,
     },
+    /// Start the nodes again (those a `kill` left down).
     Start {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The nodes it targets (one node selector).
         nodes: Selector,
     },
     /// Cut the nodes off from every other node (both directions) for `for_ms`.
     Partition {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The nodes it targets (one node selector).
         nodes: Selector,
+        /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
     /// Drop traffic from one node to another (one direction) for `for_ms`.
     ClogLink {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The sending side (a node selector).
         from: Selector,
+        /// The receiving side (a node selector).
         to: Selector,
+        /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
     /// Stop the nodes' tasks (a GC or VM stall) for `for_ms`; messages queue meanwhile.
     Pause {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The nodes it targets (one node selector).
         nodes: Selector,
+        /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
     /// Change the one-way latency range for `for_ms` (a latency spike).
     Latency {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The one-way latency range `[min, max]` meanwhile.
         latency_ms: [u64; 2],
+        /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
     /// Raise packet loss for `for_ms`.
     Loss {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// Datagrams lost meanwhile, per mille.
         per_mille: u32,
+        /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
     /// Remove every partition, clog and extra loss now.
     Heal {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
     },
+    /// Create a collection (a DDL entry through the leader).
     CreateCollection {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The collection to create.
         name: String,
     },
+    /// Drop a collection (a DDL entry through the leader).
     DropCollection {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The collection to drop (forced: it may reach a table a drain is copying).
         name: String,
     },
     /// Switch a failpoint on at `per_mille` for `for_ms` (then back to the scenario's rate).
     Failpoint {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The failpoint: `addr-pack`, `page-put`, `keystore-flush-slow` or `drain-slow`.
         name: String,
+        /// How often it fires meanwhile, per mille.
         per_mille: u32,
+        /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
+    /// Rotate the KEK: an administrative command to the leader, applied as an oplog entry.
     RotateKek {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
     },
+    /// Rotate the CMK held by the KMS, the same way.
     RotateCmk {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
     },
     /// Ask the leader to step down (it stands aside while another node takes over).
     StepDown {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
     },
     /// For `for_ms`, each datagram from `from` to `to` is held back, with probability
     /// `per_mille`/1000, for a time drawn from `delay_ms`: one message overtaken by later ones
     /// on the same link. `all` on a side means anyone, clients included.
     Delay {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The sending side (a node selector).
         from: Selector,
+        /// The receiving side (a node selector).
         to: Selector,
+        /// Share of datagrams held back, per mille.
         per_mille: u32,
+        /// How long a held-back datagram waits, `[min, max]` ms.
         delay_ms: [u64; 2],
+        /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
     /// For `for_ms`, each datagram from `from` to `to` is delivered twice (the copy 1–500 ms
     /// later) with probability `per_mille`/1000.
     Duplicate {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The sending side (a node selector).
         from: Selector,
+        /// The receiving side (a node selector).
         to: Selector,
+        /// Share of datagrams delivered twice, per mille.
         per_mille: u32,
+        /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
     /// For `for_ms`, a node reaching one of the engine's crash points (`point`, or any when
     /// omitted) is killed right there with probability `per_mille`/1000 and comes back after
     /// `down_ms`; never more than a minority of replicas at once.
     CrashPoints {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The crash point (any when omitted): `raft-written`, `raft-synced`, `pages-written`,
+        /// `pages-synced`, `checkpoint-put`, `checkpoint-wrapped`, `checkpoint-published`,
+        /// `pickup-loaded`, `step-up-fenced`, `keystore-put`.
         point: Option<String>,
+        /// Chance that a node reaching the point is killed there, per mille.
         per_mille: u32,
         #[serde(default = "d_down_ms")]
+        /// How long each node stays down, `[min, max]` ms (default `[200, 1000]`).
         down_ms: [u64; 2],
+        /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
     /// The disk of each node lies once in `kind`'s way (a bit flipped in synced raft log data,
@@ -542,10 +722,14 @@ pub enum TimelineItem {
     /// that refuses to start on a damaged disk is retired, not a finding); silent wrong data is
     /// a finding. At most a minority of replicas per run.
     DiskFault {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
+        /// The nodes it targets (one node selector).
         nodes: Selector,
+        /// How the disk lies.
         kind: DiskFaultKind,
         #[serde(default = "d_down_ms")]
+        /// How long each node stays down, `[min, max]` ms (default `[200, 1000]`).
         down_ms: [u64; 2],
     },
 }
@@ -623,11 +807,15 @@ impl<'de> serde::de::Visitor<'de> for ItemFields {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How a disk lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DiskFaultKind {
+    /// A bit flipped in synced raft log data at rest.
     BitFlip,
+    /// The next sync of a log append is lost.
     LostWrite,
+    /// The next log append is written at the wrong offset.
     MisdirectedWrite,
 }
 

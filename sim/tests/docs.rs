@@ -183,3 +183,180 @@ fn readme_setup_is_two_working_commands() {
         ".ci/run runs the README's test command"
     );
 }
+
+/// docs/scenarios.md's reference part is the rendering of the scenario types' JSON Schema: a
+/// field, action, checker or name added to the types fails here until the document is
+/// regenerated (`UPDATE_DOCS=1 cargo test -p faultline --test docs`), and every field must carry
+/// a description (a doc comment on the type).
+#[test]
+fn scenario_reference_is_current() {
+    let undocumented = sim::reference::undocumented();
+    assert!(
+        undocumented.is_empty(),
+        "scenario fields without a doc comment (the reference's description): {undocumented:?}"
+    );
+    let path = repo().join("docs/scenarios.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (head, rest) = doc
+        .split_once(sim::reference::BEGIN)
+        .expect("docs/scenarios.md has the BEGIN line");
+    let (_, tail) = rest
+        .split_once(sim::reference::END)
+        .expect("docs/scenarios.md has the END line");
+    let want = format!(
+        "{head}{}\n\n{}\n{}{tail}",
+        sim::reference::BEGIN,
+        sim::reference::markdown(),
+        sim::reference::END
+    );
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    if doc != want {
+        let line = doc
+            .lines()
+            .zip(want.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(doc.lines().count().min(want.lines().count()));
+        panic!(
+            "docs/scenarios.md is stale from line {}: the scenario types changed. \
+             Run `UPDATE_DOCS=1 cargo test -p faultline --test docs` and review the diff.\n\
+             document: {:?}\nnow:      {:?}",
+            line + 1,
+            doc.lines().nth(line),
+            want.lines().nth(line)
+        );
+    }
+}
+
+/// `faultline schema` prints the same schema the reference is rendered from, and every shipped
+/// scenario uses only fields, actions and names the schema knows.
+#[test]
+fn schema_command_prints_the_schema_and_shipped_scenarios_fit_it() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let schema = sim::scenario::json_schema();
+    assert_eq!(printed, schema);
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("scenarios")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let mut errors = Vec::new();
+        fits(&schema, &schema, &v, "", &mut errors);
+        assert!(errors.is_empty(), "{}: {errors:?}", p.display());
+        checked += 1;
+    }
+    assert!(checked >= 10, "checked {checked} scenario files");
+}
+
+/// A small structural validator for the schema's subset: `$ref`, `anyOf`, `oneOf` (the timeline
+/// items, told apart by their `action` const), objects with `properties` and
+/// `additionalProperties: false`, `required`, arrays, `enum`, `const`, `pattern`-free types.
+fn fits(
+    root: &serde_json::Value,
+    s: &serde_json::Value,
+    v: &serde_json::Value,
+    at: &str,
+    errors: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    if let Some(r) = s["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap();
+        return fits(root, &root["$defs"][name], v, at, errors);
+    }
+    if let Some(any) = s["anyOf"].as_array() {
+        let ok = any.iter().any(|alt| {
+            let mut e = Vec::new();
+            fits(root, alt, v, at, &mut e);
+            e.is_empty()
+        });
+        if !ok {
+            errors.push(format!("{at}: fits none of anyOf"));
+        }
+        return;
+    }
+    if let Some(one) = s["oneOf"].as_array() {
+        let fitting = one
+            .iter()
+            .filter(|alt| {
+                let mut e = Vec::new();
+                fits(root, alt, v, at, &mut e);
+                e.is_empty()
+            })
+            .count();
+        if fitting != 1 {
+            errors.push(format!("{at}: fits {fitting} of oneOf, not 1: {v}"));
+        }
+        return;
+    }
+    if let Some(c) = s.get("const") {
+        if c != v {
+            errors.push(format!("{at}: {v} is not {c}"));
+        }
+    }
+    if let Some(e) = s["enum"].as_array() {
+        if !e.contains(v) {
+            errors.push(format!("{at}: {v} is not one of {e:?}"));
+        }
+    }
+    let types: Vec<&str> = match &s["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    if !types.is_empty() && !types.contains(&kind) {
+        errors.push(format!("{at}: a {kind}, expected {types:?}"));
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            for r in s["required"].as_array().into_iter().flatten() {
+                if !m.contains_key(r.as_str().unwrap()) {
+                    errors.push(format!("{at}: missing {r}"));
+                }
+            }
+            for (k, x) in m {
+                let path = format!("{at}.{k}");
+                match s["properties"].get(k) {
+                    Some(p) => fits(root, p, x, &path, errors),
+                    None => match s.get("additionalProperties") {
+                        Some(Value::Bool(false)) => errors.push(format!("{path}: unknown field")),
+                        Some(extra) if extra.is_object() => {
+                            if let Some(names) = s["propertyNames"]["enum"].as_array() {
+                                if !names.contains(&Value::from(k.as_str())) {
+                                    errors.push(format!("{path}: not a known name"));
+                                }
+                            }
+                            fits(root, extra, x, &path, errors)
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        }
+        Value::Array(xs) => {
+            for (i, x) in xs.iter().enumerate() {
+                fits(root, &s["items"], x, &format!("{at}[{i}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}
