@@ -15,6 +15,9 @@ use crate::scenario::{self, Scenario, Verdict};
 pub const EXIT_PASS: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+/// `replay` only: the re-run's trace hash differs from the report's (non-determinism, or a
+/// changed binary or scenario), so the report's failure was neither reproduced nor refuted.
+pub const EXIT_MISMATCH: i32 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,7 +26,7 @@ pub const EXIT_USAGE: i32 = 2;
     about = "Deterministic chaos simulation for replicated, disaggregated storage engines."
 )]
 #[command(
-    after_help = "Exit codes: 0 all seeds passed, 1 a violation found (or an expectation missed), 2 bad input."
+    after_help = "Exit codes: 0 all seeds passed, 1 a violation found (or an expectation missed; for replay: the failure reproduced), 2 bad input, 3 (replay only) trace hash mismatch."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -124,6 +127,9 @@ pub enum Cmd {
         trace: bool,
     },
     /// Re-run the failures of a saved JSON report exactly and verify their trace hashes.
+    ///
+    /// Exit 1 when every failure is reproduced (same trace hash), 3 when a trace hash differs, 2 on
+    /// bad input.
     Replay {
         report: PathBuf,
         /// Print the full event trace (to stdout).
@@ -215,8 +221,9 @@ pub enum Cmd {
         #[arg(long, short = 'j', default_value_t = default_jobs())]
         jobs: usize,
     },
-    /// Print the JSON Schema of scenario files (generated from the scenario types; editors can
-    /// validate scenario files against it). docs/scenarios.md describes every field.
+    /// Print the JSON Schema of scenario files (docs/scenarios.md describes every field).
+    ///
+    /// Generated from the scenario types; editors can validate scenario files against it.
     Schema,
 }
 
@@ -692,6 +699,7 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
     let keep_full_trace =
         o.trace || o.around_ms.is_some() || o.html.is_some() || o.perfetto.is_some();
     let mut code = EXIT_PASS;
+    let mut mismatch = false;
     for f in failures {
         let s = Sweep {
             scenario: scn.clone(),
@@ -770,13 +778,15 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
                 "faultline: TRACE HASH MISMATCH replaying seed {}: this is not the execution the report describes",
                 f.seed
             );
-            code = EXIT_FAIL;
+            mismatch = true;
         }
         if !now.passed {
             code = EXIT_FAIL;
         }
     }
-    Ok(code)
+    // A mismatch outranks "reproduced": a different execution neither confirms nor refutes
+    // the report, and a script must not read it as the bug still being there.
+    Ok(if mismatch { EXIT_MISMATCH } else { code })
 }
 
 /// `shrink`: see [`crate::shrink`]. Exit 0 with the minimal scenario written, 1 when the seed

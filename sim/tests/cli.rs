@@ -406,7 +406,11 @@ fn run_out_writes_timeline_perfetto_and_trace_and_replay_around_prints_a_window(
         .replace(seed["trace_hash"].as_str().unwrap(), "0123456789abcdef");
     std::fs::write(&tampered, text).unwrap();
     let o = faultline(&["replay", tampered.to_str().unwrap(), "--around", "10200"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "a hash mismatch has its own exit code, not the reproduced-failure 1"
+    );
     assert!(stdout(&o).contains("TRACE HASH MISMATCH"), "{}", stdout(&o));
     assert!(stderr(&o).contains("TRACE HASH MISMATCH"), "{}", stderr(&o));
 
