@@ -56,22 +56,42 @@ impl SeedArgs {
         if self.seeds == 0 {
             return Err(UsageError("--seeds must be at least 1".into()));
         }
-        let (i, n) = match (
-            &self.shard,
-            std::env::var("JOB_COMPLETION_INDEX"),
-            std::env::var("JOB_COMPLETIONS"),
-        ) {
-            (Some(s), _, _) => {
-                parse_shard(s).map_err(|e| UsageError(format!("--shard {s}: {e}")))?
-            }
-            (None, Ok(i), Ok(n)) => parse_shard(&format!("{i}/{n}")).map_err(|e| {
-                UsageError(format!("JOB_COMPLETION_INDEX/JOB_COMPLETIONS {i}/{n}: {e}"))
-            })?,
-            _ => (0, 1),
-        };
+        let (i, n) = self.shard_of()?;
         let all = Seeds::range(self.seed, self.seeds)
             .map_err(|e| UsageError(format!("--seed {} --seeds {}: {e}", self.seed, self.seeds)))?;
         Ok(all.shard(i, n))
+    }
+
+    /// The shard this process runs, when sharded (recorded in its report for `merge`).
+    fn shard(&self) -> Result<Option<reports::Shard>, UsageError> {
+        let (index, count) = self.shard_of()?;
+        Ok(
+            (self.shard.is_some() || count > 1).then_some(reports::Shard {
+                index,
+                count,
+                first_seed: self.seed,
+                seeds: self.seeds,
+            }),
+        )
+    }
+
+    /// `(I, N)` from `--shard I/N` or the Kubernetes indexed-Job variables; `(0, 1)` unsharded.
+    fn shard_of(&self) -> Result<(u64, u64), UsageError> {
+        Ok(
+            match (
+                &self.shard,
+                std::env::var("JOB_COMPLETION_INDEX"),
+                std::env::var("JOB_COMPLETIONS"),
+            ) {
+                (Some(s), _, _) => {
+                    parse_shard(s).map_err(|e| UsageError(format!("--shard {s}: {e}")))?
+                }
+                (None, Ok(i), Ok(n)) => parse_shard(&format!("{i}/{n}")).map_err(|e| {
+                    UsageError(format!("JOB_COMPLETION_INDEX/JOB_COMPLETIONS {i}/{n}: {e}"))
+                })?,
+                _ => (0, 1),
+            },
+        )
     }
 }
 
@@ -307,6 +327,7 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             };
             let mut r = sweep(&s);
             r.report.scenario_file = Some(scenario_file(&scenario));
+            r.report.shards.extend(seeds.shard()?);
             print_result(&r, json, trace);
             let mut nondet = report_nondeterminism(&r);
             if let Some(dir) = out {
@@ -623,6 +644,19 @@ fn merge(paths: &[PathBuf], json: bool) -> Result<i32, UsageError> {
         merged
             .merge(read_report(p)?)
             .map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
+    }
+    let missing = merged.missing_shards();
+    if let (Some(s), false) = (merged.shards.first(), missing.is_empty()) {
+        let names: Vec<String> = missing.iter().map(|i| format!("{i}/{}", s.count)).collect();
+        eprintln!(
+            "faultline: warning: {} of {} shards merged; missing shard(s) {}: the sweep of seeds \
+             {}..+{} is incomplete",
+            merged.shards.len(),
+            s.count,
+            names.join(", "),
+            s.first_seed,
+            s.seeds
+        );
     }
     if json {
         println!("{}", reports::json::to_string_pretty(&merged)?);
