@@ -21,5 +21,5 @@ pub use error::ReportError;
 pub use fsutil::write_atomic;
 pub use model::{
     CiCase, CiReport, ClientOp, OpOutcome, RunReport, SeedReport, Shard, TraceEvent, Violation,
-    ViolationKind,
+    ViolationKind, REPORT_SCHEMA_VERSION,
 };

@@ -269,6 +269,13 @@ impl SeedReport {
 /// `violations[]` each with `kind`, `node`, `at_ms`, `message`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct RunReport {
+    /// The report format's version ([`REPORT_SCHEMA_VERSION`]); 0 in reports written before it
+    /// was recorded. Fields are only ever added; the version changes if one changes meaning.
+    #[serde(default)]
+    pub schema_version: u32,
+    /// The faultline version that wrote the report (empty in older reports).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool_version: String,
     pub scenario: String,
     #[serde(default)]
     pub scenario_file: Option<String>,
@@ -302,6 +309,9 @@ pub struct RunReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<Shard>,
 }
+
+/// The format version `RunReport::new` writes (`schema_version` in every JSON report).
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
 /// One shard of a sweep: seed k of the sweep `first_seed..first_seed+seeds` runs in shard
 /// `k mod count`.
@@ -388,6 +398,7 @@ impl RunReport {
     /// An empty report for `scenario`; fill it with [`RunReport::add`].
     pub fn new(scenario: impl Into<String>) -> Self {
         RunReport {
+            schema_version: REPORT_SCHEMA_VERSION,
             scenario: scenario.into(),
             ..Default::default()
         }

@@ -12,6 +12,9 @@ use crate::bench;
 use crate::runner::{self, sweep, HuntSearch, Seeds, Sweep, SweepResult};
 use crate::scenario::{self, Scenario, Verdict};
 
+/// Recorded in every run report (`tool_version`).
+pub const TOOL_VERSION: &str = concat!("faultline ", env!("CARGO_PKG_VERSION"));
+
 pub const EXIT_PASS: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
@@ -328,6 +331,7 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             let mut r = sweep(&s);
             r.report.scenario_file = Some(scenario_file(&scenario));
             r.report.shards.extend(seeds.shard()?);
+            r.report.tool_version = TOOL_VERSION.to_string();
             print_result(&r, json, trace);
             let mut nondet = report_nondeterminism(&r);
             if let Some(dir) = out {
@@ -526,6 +530,7 @@ fn write_out(dir: &Path, r: &SweepResult, s: &Sweep) -> Result<bool, UsageError>
     write_file(&dir.join(format!("{name}-run.json")), run.as_bytes())?;
     for f in &r.report.failures {
         let mut one = RunReport::new(r.report.scenario.clone());
+        one.tool_version = r.report.tool_version.clone();
         one.scenario_file = r.report.scenario_file.clone();
         one.bugs = r.report.bugs.clone();
         one.wall_ms = f.wall_ms;

@@ -71,6 +71,22 @@ fn run_json_has_the_contract_fields_and_replay_reproduces_the_hash() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
     assert_eq!(v["scenario"], "simultaneous-restart");
     assert_eq!(v["seeds_run"], 12);
+    // The format version and the tool that wrote it, in the printed report and the saved ones.
+    assert_eq!(v["schema_version"], reports::REPORT_SCHEMA_VERSION);
+    assert_eq!(v["tool_version"], sim::cli::TOOL_VERSION);
+    for name in [
+        "simultaneous-restart-run.json",
+        "simultaneous-restart-seed-1.json",
+    ] {
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join(name)).unwrap()).unwrap();
+        assert_eq!(
+            saved["schema_version"],
+            reports::REPORT_SCHEMA_VERSION,
+            "{name}"
+        );
+        assert_eq!(saved["tool_version"], sim::cli::TOOL_VERSION, "{name}");
+    }
     let f = &v["failures"][0];
     for key in ["seed", "trace_hash", "replay", "violations"] {
         assert!(!f[key].is_null(), "failure has `{key}`");
