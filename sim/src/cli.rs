@@ -248,6 +248,12 @@ pub enum Cmd {
     ///
     /// Generated from the scenario types; editors can validate scenario files against it.
     Schema,
+    /// Explain one scenario field, timeline action or name, with an example for an action.
+    Explain {
+        /// A timeline action (`partition`), a field (`duration_ms`, `workload.ops_per_sec`,
+        /// `for_ms`) or a name (a checker, chaos fault, knob, failpoint, violation kind, window).
+        term: String,
+    },
 }
 
 /// A user-facing error: printed as one line, exit code 2.
@@ -385,6 +391,10 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             filter,
         } => ci(seeds, junit, jobs, filter),
         Cmd::Bench { json, quick, jobs } => run_bench(json, quick, jobs),
+        Cmd::Explain { term } => {
+            print!("{}", crate::reference::explain(&term).map_err(UsageError)?);
+            Ok(EXIT_PASS)
+        }
         Cmd::Schema => {
             println!(
                 "{}",

@@ -237,3 +237,251 @@ pub fn undocumented() -> Vec<String> {
     }
     missing
 }
+
+/// One entry of the reference, for `faultline explain TERM`: a timeline action (with an example
+/// item), a field (`duration_ms`, `workload.ops_per_sec`, or a field name wherever it occurs,
+/// such as `for_ms`), or a name of one of the lists (checker, chaos fault, knob, failpoint,
+/// violation kind, race window, disk fault kind). An unknown term is an error with a suggestion.
+pub fn explain(term: &str) -> Result<String, String> {
+    let schema = crate::scenario::json_schema();
+    let defs = schema["$defs"].as_object().cloned().unwrap_or_default();
+    let mut out = String::new();
+
+    // A timeline action.
+    for v in defs["TimelineItem"]["oneOf"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if str_of(&v["properties"]["action"]["const"]) == term {
+            out.push_str(&format!(
+                "timeline action `{term}`: {}\n\nfields:\n",
+                one_line(str_of(&v["description"]))
+            ));
+            out.push_str(&field_lines(v, &["action"]));
+            out.push_str(&format!("\nexample:\n  {}\n", example_item(v)));
+            return Ok(out);
+        }
+    }
+
+    // A field: `a.b` through the objects, or a bare name wherever it occurs.
+    let objects: Vec<(String, &Value)> = std::iter::once((String::new(), &schema))
+        .chain(OBJECTS.iter().map(|(name, title)| {
+            (
+                title.trim_matches('`').trim_end_matches("[]").to_string() + ".",
+                &defs[*name],
+            )
+        }))
+        .chain(
+            defs["TimelineItem"]["oneOf"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    (
+                        format!("timeline[{}].", str_of(&v["properties"]["action"]["const"])),
+                        v,
+                    )
+                }),
+        )
+        .collect();
+    let mut found = Vec::new();
+    for (prefix, obj) in &objects {
+        let required: Vec<&str> = obj["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for (name, p) in obj["properties"].as_object().into_iter().flatten() {
+            let full = format!("{prefix}{name}");
+            if name == "action" || (term != full && term != name) {
+                continue;
+            }
+            found.push(format!(
+                "{full} ({}{}): {}\n",
+                type_of(p).replace('`', ""),
+                if required.contains(&name.as_str()) {
+                    ", required".to_string()
+                } else {
+                    p.get("default")
+                        .map(|d| format!(", default {d}"))
+                        .unwrap_or_default()
+                },
+                one_line(str_of(&p["description"])).replace("\\|", "|")
+            ));
+        }
+    }
+    if !found.is_empty() {
+        return Ok(found.concat());
+    }
+
+    // A name in one of the lists.
+    for (list, names) in name_lists(&schema) {
+        if names.iter().any(|n| n == term) {
+            return Ok(format!(
+                "`{term}` is one of the {list}: {}\n",
+                names.join(", ")
+            ));
+        }
+    }
+    let mut all = Vec::new();
+    for v in defs["TimelineItem"]["oneOf"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        all.push(str_of(&v["properties"]["action"]["const"]).to_string());
+    }
+    for (prefix, obj) in &objects {
+        for name in obj["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(n, _)| n)
+        {
+            all.push(name.clone());
+            all.push(format!("{prefix}{name}"));
+        }
+    }
+    all.extend(name_lists(&schema).into_iter().flat_map(|(_, n)| n));
+    let hint = crate::scenario::did_you_mean(term, all.iter().map(String::as_str))
+        .map(|s| format!("; did you mean {s}?"))
+        .unwrap_or_default();
+    Err(format!(
+        "`{term}` is no scenario field, timeline action or name (see docs/scenarios.md){hint}"
+    ))
+}
+
+/// Every timeline action and field path `explain` answers for (the tests ask for each).
+pub fn explainable() -> Vec<String> {
+    let schema = crate::scenario::json_schema();
+    let defs = &schema["$defs"];
+    let mut terms = Vec::new();
+    for (name, _) in schema["properties"].as_object().into_iter().flatten() {
+        terms.push(name.clone());
+    }
+    for (name, title) in OBJECTS {
+        let prefix = title.trim_matches('`').trim_end_matches("[]").to_string();
+        for (field, _) in defs[name]["properties"].as_object().into_iter().flatten() {
+            terms.push(format!("{prefix}.{field}"));
+        }
+    }
+    for v in defs["TimelineItem"]["oneOf"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let action = str_of(&v["properties"]["action"]["const"]).to_string();
+        for (field, _) in v["properties"].as_object().into_iter().flatten() {
+            if field != "action" {
+                terms.push(format!("timeline[{action}].{field}"));
+            }
+        }
+        terms.push(action);
+    }
+    terms
+}
+
+/// The name lists of the schema (title, names).
+fn name_lists(schema: &Value) -> Vec<(&'static str, Vec<String>)> {
+    let defs = &schema["$defs"];
+    let consts = |v: &Value| -> Vec<String> {
+        v["oneOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| str_of(&c["const"]).to_string())
+            .collect()
+    };
+    let enum_of = |v: &Value| -> Vec<String> {
+        v["enum"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| str_of(n).to_string())
+            .collect()
+    };
+    vec![
+        ("checkers (`checks`)", consts(&defs["Check"])),
+        (
+            "disk fault kinds (`disk_fault.kind`)",
+            consts(&defs["DiskFaultKind"]),
+        ),
+        (
+            "known-bug knobs (`known_bugs`, `--bug`)",
+            enum_of(&schema["properties"]["known_bugs"]["items"]),
+        ),
+        (
+            "failpoints",
+            enum_of(&defs["FailpointSpec"]["properties"]["name"]),
+        ),
+        (
+            "chaos fault kinds (`chaos.faults`)",
+            enum_of(&defs["Chaos"]["properties"]["faults"]["items"]),
+        ),
+        (
+            "violation kinds (`expect.kinds`)",
+            enum_of(&defs["Expect"]["properties"]["kinds"]["items"]),
+        ),
+        (
+            "race windows (`expect.windows`)",
+            enum_of(&defs["Expect"]["properties"]["windows"]["propertyNames"]),
+        ),
+    ]
+}
+
+/// `  name (type, required or default): description` per field.
+fn field_lines(obj: &Value, skip: &[&str]) -> String {
+    let required: Vec<&str> = obj["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut out = String::new();
+    for (name, p) in obj["properties"].as_object().into_iter().flatten() {
+        if skip.contains(&name.as_str()) {
+            continue;
+        }
+        let how = if required.contains(&name.as_str()) {
+            "required".to_string()
+        } else {
+            p.get("default")
+                .map(|d| format!("default {d}"))
+                .unwrap_or_else(|| "optional".to_string())
+        };
+        out.push_str(&format!(
+            "  {name} ({}, {how}): {}\n",
+            type_of(p).replace('`', ""),
+            one_line(str_of(&p["description"])).replace("\\|", "|")
+        ));
+    }
+    out
+}
+
+/// A timeline item of this action with its required fields filled with plausible values.
+fn example_item(variant: &Value) -> String {
+    let action = str_of(&variant["properties"]["action"]["const"]);
+    let mut item = Map::new();
+    item.insert("at_ms".into(), Value::from(1000));
+    item.insert("action".into(), Value::from(action));
+    for r in variant["required"].as_array().into_iter().flatten() {
+        let name = str_of(r);
+        let value = match name {
+            "at_ms" | "action" => continue,
+            "nodes" | "from" => Value::from("leader"),
+            "to" => Value::from("followers"),
+            "for_ms" => Value::from(2000),
+            "per_mille" => Value::from(100),
+            "latency_ms" => serde_json::json!([50, 200]),
+            "delay_ms" => serde_json::json!([10, 500]),
+            "kind" => Value::from("bit_flip"),
+            "name" if action == "failpoint" => Value::from("addr-pack"),
+            "name" => Value::from("c1"),
+            _ => Value::Null,
+        };
+        item.insert(name.into(), value);
+    }
+    Value::Object(item).to_string()
+}

@@ -360,3 +360,26 @@ fn fits(
         _ => {}
     }
 }
+
+/// `faultline explain` answers for every field and action of the schema, and each action's
+/// example item is a valid timeline item.
+#[test]
+fn explain_covers_every_field_and_action() {
+    let terms = sim::reference::explainable();
+    assert!(terms.len() > 50, "{terms:?}");
+    for term in &terms {
+        let text = sim::reference::explain(term).unwrap_or_else(|e| panic!("{term}: {e}"));
+        assert!(!text.trim().is_empty(), "{term}");
+        if let Some(example) = text.split("\nexample:\n").nth(1) {
+            let scenario = format!(
+                r#"{{"name": "x", "duration_ms": 10000, "timeline": [{}]}}"#,
+                example.trim()
+            );
+            sim::scenario::Scenario::parse(&scenario, "example.json")
+                .unwrap_or_else(|e| panic!("{term}: its example does not parse: {e}"));
+        }
+    }
+    assert!(sim::reference::explain("partiton")
+        .unwrap_err()
+        .contains("did you mean partition?"));
+}
