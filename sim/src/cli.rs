@@ -122,7 +122,12 @@ fn default_jobs() -> usize {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// List the named scenarios with their descriptions.
-    List,
+    List {
+        /// Print one JSON object: `schema_version`, `tool_version` and `scenarios[]` (each with
+        /// `name`, `file`, `description`, and `error` for an invalid file).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a scenario (a name from `list` or a JSON file) over one or many seeds.
     Run {
         scenario: String,
@@ -296,7 +301,30 @@ pub fn main() -> i32 {
 
 fn dispatch(cli: Cli) -> Result<i32, UsageError> {
     match cli.cmd {
-        Cmd::List => {
+        Cmd::List { json: true } => {
+            let scenarios: Vec<serde_json::Value> = scenario::named()
+                .into_iter()
+                .map(|(name, path)| {
+                    let file = path.display().to_string();
+                    match Scenario::load(&path) {
+                        Ok(s) => serde_json::json!({
+                            "name": name, "file": file, "description": s.description
+                        }),
+                        Err(e) => serde_json::json!({
+                            "name": name, "file": file, "error": e.to_string()
+                        }),
+                    }
+                })
+                .collect();
+            let v = serde_json::json!({
+                "schema_version": reports::REPORT_SCHEMA_VERSION,
+                "tool_version": TOOL_VERSION,
+                "scenarios": scenarios,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(EXIT_PASS)
+        }
+        Cmd::List { json: false } => {
             let named = scenario::named();
             let width = named.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
             for (name, path) in named {

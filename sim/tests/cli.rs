@@ -883,3 +883,23 @@ fn judge_never_tolerates_crash_or_hang_unless_listed() {
         "{msg}"
     );
 }
+
+#[test]
+fn list_json_names_every_scenario_with_the_format_version() {
+    let text = faultline(&["list"]);
+    let o = faultline(&["list", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["schema_version"], reports::REPORT_SCHEMA_VERSION);
+    assert_eq!(v["tool_version"], sim::cli::TOOL_VERSION);
+    let list = v["scenarios"].as_array().unwrap();
+    assert_eq!(list.len(), stdout(&text).lines().count());
+    for s in list {
+        assert!(s["name"].is_string() && s["file"].is_string(), "{s}");
+        assert!(
+            s["description"].is_string() || s["error"].is_string(),
+            "{s}"
+        );
+    }
+    assert!(list.iter().any(|s| s["name"] == "steady"));
+}
