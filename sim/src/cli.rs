@@ -235,6 +235,11 @@ pub enum Cmd {
         /// Only scenarios whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// Print one JSON object at the end instead of a line per scenario: `schema_version`,
+        /// `tool_version`, `passed`, `cases[]` (`scenario`, `expectation`, `passed`,
+        /// `message`, `seeds_run`, `failing_seeds`), `wall_ms`.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure simulation speed, seeds per core-second, time to find each known bug and peak
     /// memory (figures with their targets; takes a few minutes, `--quick` seconds).
@@ -417,7 +422,8 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             junit,
             jobs,
             filter,
-        } => ci(seeds, junit, jobs, filter),
+            json,
+        } => ci(seeds, junit, jobs, filter, json),
         Cmd::Bench { json, quick, jobs } => run_bench(json, quick, jobs),
         Cmd::Explain { term } => {
             print!("{}", crate::reference::explain(&term).map_err(UsageError)?);
@@ -1270,6 +1276,7 @@ fn ci(
     junit: Option<PathBuf>,
     jobs: usize,
     filter: Option<String>,
+    json: bool,
 ) -> Result<i32, UsageError> {
     let wall = std::time::Instant::now();
     let named = scenario::named();
@@ -1313,13 +1320,15 @@ fn ci(
                 }
             }
         };
-        println!(
-            "{} {}: {} ({:.1}s)",
-            if case.passed { "ok  " } else { "FAIL" },
-            case.scenario,
-            case.message,
-            case.wall_ms as f64 / 1e3
-        );
+        if !json {
+            println!(
+                "{} {}: {} ({:.1}s)",
+                if case.passed { "ok  " } else { "FAIL" },
+                case.scenario,
+                case.message,
+                case.wall_ms as f64 / 1e3
+            );
+        }
         cases.push(case);
     }
     let report = CiReport {
@@ -1330,12 +1339,20 @@ fn ci(
         reports::write_atomic(&path, reports::junit::render(&report).as_bytes())?;
     }
     let ok = report.passed();
-    println!(
-        "ci: {} of {} expectations met in {:.1}s",
-        report.cases.iter().filter(|c| c.passed).count(),
-        report.cases.len(),
-        report.wall_ms as f64 / 1e3
-    );
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["schema_version"] = reports::REPORT_SCHEMA_VERSION.into();
+        v["tool_version"] = TOOL_VERSION.into();
+        v["passed"] = ok.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "ci: {} of {} expectations met in {:.1}s",
+            report.cases.iter().filter(|c| c.passed).count(),
+            report.cases.len(),
+            report.wall_ms as f64 / 1e3
+        );
+    }
     Ok(match (invalid, ok) {
         (true, _) => EXIT_USAGE,
         (false, true) => EXIT_PASS,

@@ -903,3 +903,25 @@ fn list_json_names_every_scenario_with_the_format_version() {
     }
     assert!(list.iter().any(|s| s["name"] == "steady"));
 }
+
+#[test]
+fn ci_json_is_one_object_with_every_case() {
+    let o = faultline(&[
+        "ci",
+        "--filter",
+        "kek-rotation-stale",
+        "--seeds",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["schema_version"], reports::REPORT_SCHEMA_VERSION);
+    assert_eq!(v["tool_version"], sim::cli::TOOL_VERSION);
+    assert_eq!(v["passed"], true);
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0]["scenario"], "kek-rotation-stale-keystore-abort");
+    assert_eq!(cases[0]["passed"], true);
+    assert_eq!(cases[0]["seeds_run"], 2);
+}
