@@ -190,6 +190,10 @@ pub enum Cmd {
         max_seeds: u64,
         #[arg(long, short = 'j', default_value_t = default_jobs())]
         jobs: usize,
+        /// Print one JSON object: `schema_version`, `tool_version`, `scenario`, `bugs`,
+        /// `found`, `tried`, `wall_ms` and `failure` (the seed's report, as in `run --json`).
+        #[arg(long)]
+        json: bool,
     },
     /// Combine the JSON reports of a sharded sweep into one.
     Merge {
@@ -407,7 +411,8 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             seed,
             max_seeds,
             jobs,
-        } => hunt(&scenario, &bugs, seed, max_seeds, jobs),
+            json,
+        } => hunt(&scenario, &bugs, seed, max_seeds, jobs, json),
         Cmd::Merge { reports, json } => merge(&reports, json),
         Cmd::Shrink {
             report,
@@ -1059,8 +1064,11 @@ fn hunt(
     first: u64,
     max_seeds: u64,
     jobs: usize,
+    json: bool,
 ) -> Result<i32, UsageError> {
     let (scn, knobs) = load_with_bugs(arg, bugs)?;
+    let name = scn.name.clone();
+    let bug_names: Vec<String> = knobs.iter().map(|b| b.to_string()).collect();
     if max_seeds == 0 {
         return Err(UsageError("--max-seeds must be at least 1".into()));
     }
@@ -1076,6 +1084,24 @@ fn hunt(
         jobs,
     });
     let secs = wall.elapsed().as_secs_f64();
+    if json {
+        let v = serde_json::json!({
+            "schema_version": reports::REPORT_SCHEMA_VERSION,
+            "tool_version": TOOL_VERSION,
+            "scenario": name,
+            "bugs": bug_names,
+            "found": h.found.is_some(),
+            "tried": h.tried,
+            "wall_ms": wall.elapsed().as_millis() as u64,
+            "failure": h.found,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(if v["found"] == true {
+            EXIT_FAIL
+        } else {
+            EXIT_PASS
+        });
+    }
     match h.found {
         Some(f) => {
             println!(

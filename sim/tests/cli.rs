@@ -925,3 +925,25 @@ fn ci_json_is_one_object_with_every_case() {
     assert_eq!(cases[0]["passed"], true);
     assert_eq!(cases[0]["seeds_run"], 2);
 }
+
+#[test]
+fn hunt_json_names_the_seed_found_and_the_seeds_tried() {
+    let o = faultline(&[
+        "hunt",
+        "simultaneous-restart",
+        "--bug",
+        "volatile-raft-term",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "found: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["schema_version"], reports::REPORT_SCHEMA_VERSION);
+    assert_eq!(v["found"], true);
+    assert_eq!(v["bugs"][0], "volatile-raft-term");
+    let seed = v["failure"]["seed"].as_u64().unwrap();
+    assert!(v["tried"].as_u64().unwrap() >= 1);
+    assert!(v["failure"]["replay"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("--seed {seed}")));
+}
