@@ -178,6 +178,11 @@ pub enum Cmd {
         /// Write the Perfetto / Chrome trace JSON of the replayed seed to FILE.
         #[arg(long, value_name = "FILE")]
         perfetto: Option<PathBuf>,
+        /// Print one JSON object instead of the dossiers: `schema_version`, `tool_version`,
+        /// `report`, `replays[]` (`seed`, `reproduced`, `trace_hash` of the report,
+        /// `trace_hash_now`, `passed_now`, `kinds_now`).
+        #[arg(long, conflicts_with_all = ["trace", "around"])]
+        json: bool,
     },
     /// Search seeds until a known bug shows; print the seed, seeds tried and time to find.
     Hunt {
@@ -394,6 +399,7 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             seed,
             html,
             perfetto,
+            json,
         } => replay(
             &report,
             &ReplayOpts {
@@ -403,6 +409,7 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
                 seed,
                 html,
                 perfetto,
+                json,
             },
         ),
         Cmd::Hunt {
@@ -752,6 +759,7 @@ struct ReplayOpts {
     seed: Option<u64>,
     html: Option<PathBuf>,
     perfetto: Option<PathBuf>,
+    json: bool,
 }
 
 fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
@@ -788,6 +796,7 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
         o.trace || o.around_ms.is_some() || o.html.is_some() || o.perfetto.is_some();
     let mut code = EXIT_PASS;
     let mut mismatch = false;
+    let mut replays = Vec::new();
     for f in failures {
         let s = Sweep {
             scenario: scn.clone(),
@@ -807,8 +816,18 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
                 failed.trace_tail.clear();
             }
         }
-        print_result(&r, false, false);
+        if !o.json {
+            print_result(&r, false, false);
+        }
         let now = &r.all[0];
+        replays.push(serde_json::json!({
+            "seed": f.seed,
+            "reproduced": now.trace_hash == f.trace_hash,
+            "trace_hash": f.trace_hash,
+            "trace_hash_now": now.trace_hash,
+            "passed_now": now.passed,
+            "kinds_now": r.report.all_kinds().iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        }));
         let trace = r.traces.get(&f.seed).map_or(&[][..], Vec::as_slice);
         let ops = r.client_ops.get(&f.seed).map_or(&[][..], Vec::as_slice);
         // Render the saved report (its replay command) when the replay reproduced it; after a
@@ -843,25 +862,33 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
                 file,
                 reports::html::render_with_ops(&saved.scenario, shown, trace, ops).as_bytes(),
             )?;
-            println!("wrote {}", file.display());
+            if !o.json {
+                println!("wrote {}", file.display());
+            }
         }
         if let Some(file) = &o.perfetto {
             write_file(
                 file,
                 reports::perfetto::render_with_ops(&saved.scenario, shown, trace, ops).as_bytes(),
             )?;
-            println!("wrote {}", file.display());
+            if !o.json {
+                println!("wrote {}", file.display());
+            }
         }
         if now.trace_hash == f.trace_hash {
-            println!(
-                "replay of seed {}: trace hash {} matches the report",
-                f.seed, now.trace_hash
-            );
+            if !o.json {
+                println!(
+                    "replay of seed {}: trace hash {} matches the report",
+                    f.seed, now.trace_hash
+                );
+            }
         } else {
-            println!(
-                "replay of seed {}: TRACE HASH MISMATCH: report {} vs now {} (non-determinism or a changed binary)",
-                f.seed, f.trace_hash, now.trace_hash
-            );
+            if !o.json {
+                println!(
+                    "replay of seed {}: TRACE HASH MISMATCH: report {} vs now {} (non-determinism or a changed binary)",
+                    f.seed, f.trace_hash, now.trace_hash
+                );
+            }
             eprintln!(
                 "faultline: TRACE HASH MISMATCH replaying seed {}: this is not the execution the report describes",
                 f.seed
@@ -871,6 +898,15 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
         if !now.passed {
             code = EXIT_FAIL;
         }
+    }
+    if o.json {
+        let v = serde_json::json!({
+            "schema_version": reports::REPORT_SCHEMA_VERSION,
+            "tool_version": TOOL_VERSION,
+            "report": path.display().to_string(),
+            "replays": replays,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
     }
     // A mismatch outranks "reproduced": a different execution neither confirms nor refutes
     // the report, and a script must not read it as the bug still being there.
