@@ -1,5 +1,5 @@
 //! JUnit XML (the common Jenkins/Surefire schema) for `faultline ci`, so CI systems show each
-//! scenario expectation, and each unexpected failing seed, as its own test.
+//! scenario's expectation as its own test, under a name that stays the same from run to run.
 
 use std::fmt::Write as _;
 
@@ -8,11 +8,12 @@ use crate::{CiCase, CiReport, SeedReport};
 
 /// Renders `report` as a JUnit XML document.
 ///
-/// One `<testcase>` per CI case; a failed case carries a `<failure type="expectation">` whose
-/// body lists the failing seeds with replay commands. For cases that expected `pass`, every
-/// failing seed also gets its own testcase (`{scenario} seed {seed}`) so CI dashboards track
-/// individual reproducers. The `tests`/`failures` attributes are computed from the elements
-/// actually emitted.
+/// One `<testcase>` per CI case, named by its scenario alone: a CI dashboard tracks a test by
+/// name, so the name must not depend on which seeds failed this time or on the wording of the
+/// expectation (both are in the body). A failed case carries a `<failure type="expectation">`
+/// whose body states the expectation and lists the failing seeds with replay commands and, for
+/// a `pass` expectation, each failing seed's violations. The `tests`/`failures` attributes are
+/// computed from the elements actually emitted.
 pub fn render(report: &CiReport) -> String {
     let cases: Vec<Case> = report.cases.iter().flat_map(cases_for).collect();
     let tests = cases.len();
@@ -92,6 +93,12 @@ fn cases_for(case: &CiCase) -> Vec<Case> {
             case.expectation, case.seeds_run
         );
         body.push_str(&seeds_text);
+        if case.expects_pass() {
+            for seed in &case.failing_seeds {
+                body.push('\n');
+                body.push_str(&seed_detail(seed));
+            }
+        }
         (
             Some(Failure {
                 message,
@@ -101,32 +108,18 @@ fn cases_for(case: &CiCase) -> Vec<Case> {
             None,
         )
     };
+    let system_out = match system_out {
+        Some(seeds) => Some(format!("expectation: {}\n{seeds}", case.expectation)),
+        None if failure.is_none() => Some(format!("expectation: {}\n", case.expectation)),
+        None => None,
+    };
     cases.push(Case {
-        name: format!("{}: {}", case.scenario, case.expectation),
+        name: case.scenario.clone(),
         wall_ms: case.wall_ms,
         failure,
         system_out,
     });
 
-    if case.expects_pass() {
-        for seed in &case.failing_seeds {
-            let message = seed
-                .violations
-                .first()
-                .map(violation_line)
-                .unwrap_or_else(|| format!("seed {} failed", seed.seed));
-            cases.push(Case {
-                name: format!("{} seed {}", case.scenario, seed.seed),
-                wall_ms: seed.wall_ms,
-                failure: Some(Failure {
-                    message,
-                    kind: "violation",
-                    body: seed_detail(seed),
-                }),
-                system_out: None,
-            });
-        }
-    }
     cases
 }
 

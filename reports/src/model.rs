@@ -273,6 +273,13 @@ impl SeedReport {
 /// `violations[]` each with `kind`, `node`, `at_ms`, `message`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct RunReport {
+    /// The report format's version ([`REPORT_SCHEMA_VERSION`]); 0 in reports written before it
+    /// was recorded. Fields are only ever added; the version changes if one changes meaning.
+    #[serde(default)]
+    pub schema_version: u32,
+    /// The faultline version that wrote the report (empty in older reports).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool_version: String,
     pub scenario: String,
     #[serde(default)]
     pub scenario_file: Option<String>,
@@ -300,6 +307,25 @@ pub struct RunReport {
     /// is what says whether they tested anything).
     #[serde(default)]
     pub progress: RunProgress,
+    /// The shards of a sharded sweep (`run --shard I/N`) this report holds: one for a shard's
+    /// run, several after `merge`; empty for an unsharded run. `merge` refuses a shard twice or
+    /// shards of different sweeps, and names the missing ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<Shard>,
+}
+
+/// The format version `RunReport::new` writes (`schema_version` in every JSON report).
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// One shard of a sweep: seed k of the sweep `first_seed..first_seed+seeds` runs in shard
+/// `k mod count`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+    /// The whole sweep's first seed and seed count (all shards together).
+    pub first_seed: u64,
+    pub seeds: u64,
 }
 
 /// Run-level sums and minimum of the seeds' progress counters (`SeedReport`), kept by
@@ -376,6 +402,7 @@ impl RunReport {
     /// An empty report for `scenario`; fill it with [`RunReport::add`].
     pub fn new(scenario: impl Into<String>) -> Self {
         RunReport {
+            schema_version: REPORT_SCHEMA_VERSION,
             scenario: scenario.into(),
             ..Default::default()
         }
@@ -424,6 +451,31 @@ impl RunReport {
                 self.bugs.join(",")
             ));
         }
+        // Shards: the same sweep, each shard once (a retried Kubernetes pod leaves two reports
+        // of one shard; counting both would count its seeds twice).
+        if self.shards.is_empty() != other.shards.is_empty() {
+            return Err("cannot merge a shard's report with an unsharded one".into());
+        }
+        for s in &other.shards {
+            if let Some(mine) = self.shards.first() {
+                if (s.count, s.first_seed, s.seeds) != (mine.count, mine.first_seed, mine.seeds) {
+                    return Err(format!(
+                        "shard {}/{} of seeds {}..+{} is not from the sweep of the others \
+                         (shards of {} over seeds {}..+{})",
+                        s.index,
+                        s.count,
+                        s.first_seed,
+                        s.seeds,
+                        mine.count,
+                        mine.first_seed,
+                        mine.seeds
+                    ));
+                }
+            }
+            if self.shards.iter().any(|m| m.index == s.index) {
+                return Err(format!("shard {}/{} appears twice", s.index, s.count));
+            }
+        }
         if let Some(dup) = other
             .failures
             .iter()
@@ -452,7 +504,19 @@ impl RunReport {
         self.kinds_found.extend(other.kinds_found);
         self.kinds_found.sort();
         self.kinds_found.dedup();
+        self.shards.extend(other.shards);
+        self.shards.sort();
         Ok(())
+    }
+
+    /// The shard indexes of this report's sweep that it does not hold (empty when unsharded).
+    pub fn missing_shards(&self) -> Vec<u64> {
+        match self.shards.first() {
+            None => vec![],
+            Some(s) => (0..s.count)
+                .filter(|i| !self.shards.iter().any(|m| m.index == *i))
+                .collect(),
+        }
     }
 
     /// True when no seed failed. A run of zero seeds is vacuously passing; callers that need

@@ -490,9 +490,10 @@ fn junit_is_well_formed_and_counts_match() {
     let elements = check_xml(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
     let testcases = elements.iter().filter(|e| e.name == "testcase").count();
     let failures = elements.iter().filter(|e| e.name == "failure").count();
-    // 4 cases + 2 per-seed cases of the failed "pass" expectation.
-    assert_eq!(testcases, 6);
-    assert_eq!(failures, 4);
+    // One testcase per case: the failing seeds of the failed "pass" expectation are in its
+    // failure's body, not testcases of their own (names stay the same from run to run).
+    assert_eq!(testcases, 4);
+    assert_eq!(failures, 2);
     for root in ["testsuites", "testsuite"] {
         let e = elements.iter().find(|e| e.name == root).unwrap();
         assert_eq!(e.attrs["tests"], testcases.to_string(), "{root}");
@@ -507,17 +508,7 @@ fn junit_is_well_formed_and_counts_match() {
         .filter(|e| e.name == "testcase")
         .map(|e| e.attrs["name"].as_str())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "kv-basic: pass",
-            "kv-basic seed 7",
-            "kv-basic seed 9",
-            "lost-ack: fail:durability",
-            "raft: pass",
-            "div: fail:state-divergence"
-        ]
-    );
+    assert_eq!(names, ["kv-basic", "lost-ack", "raft", "div"]);
     let first = elements.iter().find(|e| e.name == "testcase").unwrap();
     assert_eq!(first.attrs["classname"], "faultline.ci");
     assert_eq!(first.attrs["time"], "40.001");

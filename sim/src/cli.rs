@@ -12,9 +12,15 @@ use crate::bench;
 use crate::runner::{self, sweep, HuntSearch, Seeds, Sweep, SweepResult};
 use crate::scenario::{self, Scenario, Verdict};
 
+/// Recorded in every run report (`tool_version`).
+pub const TOOL_VERSION: &str = concat!("faultline ", env!("CARGO_PKG_VERSION"));
+
 pub const EXIT_PASS: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+/// `replay` only: the re-run's trace hash differs from the report's (non-determinism, or a
+/// changed binary or scenario), so the report's failure was neither reproduced nor refuted.
+pub const EXIT_MISMATCH: i32 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,7 +29,7 @@ pub const EXIT_USAGE: i32 = 2;
     about = "Deterministic chaos simulation for replicated, disaggregated storage engines."
 )]
 #[command(
-    after_help = "Exit codes: 0 all seeds passed, 1 a violation found (or an expectation missed), 2 bad input."
+    after_help = "Exit codes: 0 all seeds passed, 1 a violation found (or an expectation missed; for replay: the failure reproduced), 2 bad input, 3 (replay only) trace hash mismatch."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -53,22 +59,42 @@ impl SeedArgs {
         if self.seeds == 0 {
             return Err(UsageError("--seeds must be at least 1".into()));
         }
-        let (i, n) = match (
-            &self.shard,
-            std::env::var("JOB_COMPLETION_INDEX"),
-            std::env::var("JOB_COMPLETIONS"),
-        ) {
-            (Some(s), _, _) => {
-                parse_shard(s).map_err(|e| UsageError(format!("--shard {s}: {e}")))?
-            }
-            (None, Ok(i), Ok(n)) => parse_shard(&format!("{i}/{n}")).map_err(|e| {
-                UsageError(format!("JOB_COMPLETION_INDEX/JOB_COMPLETIONS {i}/{n}: {e}"))
-            })?,
-            _ => (0, 1),
-        };
+        let (i, n) = self.shard_of()?;
         let all = Seeds::range(self.seed, self.seeds)
             .map_err(|e| UsageError(format!("--seed {} --seeds {}: {e}", self.seed, self.seeds)))?;
         Ok(all.shard(i, n))
+    }
+
+    /// The shard this process runs, when sharded (recorded in its report for `merge`).
+    fn shard(&self) -> Result<Option<reports::Shard>, UsageError> {
+        let (index, count) = self.shard_of()?;
+        Ok(
+            (self.shard.is_some() || count > 1).then_some(reports::Shard {
+                index,
+                count,
+                first_seed: self.seed,
+                seeds: self.seeds,
+            }),
+        )
+    }
+
+    /// `(I, N)` from `--shard I/N` or the Kubernetes indexed-Job variables; `(0, 1)` unsharded.
+    fn shard_of(&self) -> Result<(u64, u64), UsageError> {
+        Ok(
+            match (
+                &self.shard,
+                std::env::var("JOB_COMPLETION_INDEX"),
+                std::env::var("JOB_COMPLETIONS"),
+            ) {
+                (Some(s), _, _) => {
+                    parse_shard(s).map_err(|e| UsageError(format!("--shard {s}: {e}")))?
+                }
+                (None, Ok(i), Ok(n)) => parse_shard(&format!("{i}/{n}")).map_err(|e| {
+                    UsageError(format!("JOB_COMPLETION_INDEX/JOB_COMPLETIONS {i}/{n}: {e}"))
+                })?,
+                _ => (0, 1),
+            },
+        )
     }
 }
 
@@ -96,7 +122,12 @@ fn default_jobs() -> usize {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// List the named scenarios with their descriptions.
-    List,
+    List {
+        /// Print one JSON object: `schema_version`, `tool_version` and `scenarios[]` (each with
+        /// `name`, `file`, `description`, and `error` for an invalid file).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a scenario (a name from `list` or a JSON file) over one or many seeds.
     Run {
         scenario: String,
@@ -124,6 +155,9 @@ pub enum Cmd {
         trace: bool,
     },
     /// Re-run the failures of a saved JSON report exactly and verify their trace hashes.
+    ///
+    /// Exit 1 when every failure is reproduced (same trace hash), 3 when a trace hash differs, 2 on
+    /// bad input.
     Replay {
         report: PathBuf,
         /// Print the full event trace (to stdout).
@@ -144,6 +178,11 @@ pub enum Cmd {
         /// Write the Perfetto / Chrome trace JSON of the replayed seed to FILE.
         #[arg(long, value_name = "FILE")]
         perfetto: Option<PathBuf>,
+        /// Print one JSON object instead of the dossiers: `schema_version`, `tool_version`,
+        /// `report`, `replays[]` (`seed`, `reproduced`, `trace_hash` of the report,
+        /// `trace_hash_now`, `passed_now`, `kinds_now`).
+        #[arg(long, conflicts_with_all = ["trace", "around"])]
+        json: bool,
     },
     /// Search seeds until a known bug shows; print the seed, seeds tried and time to find.
     Hunt {
@@ -156,6 +195,10 @@ pub enum Cmd {
         max_seeds: u64,
         #[arg(long, short = 'j', default_value_t = default_jobs())]
         jobs: usize,
+        /// Print one JSON object: `schema_version`, `tool_version`, `scenario`, `bugs`,
+        /// `found`, `tried`, `wall_ms` and `failure` (the seed's report, as in `run --json`).
+        #[arg(long)]
+        json: bool,
     },
     /// Combine the JSON reports of a sharded sweep into one.
     Merge {
@@ -201,6 +244,11 @@ pub enum Cmd {
         /// Only scenarios whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// Print one JSON object at the end instead of a line per scenario: `schema_version`,
+        /// `tool_version`, `passed`, `cases[]` (`scenario`, `expectation`, `passed`,
+        /// `message`, `seeds_run`, `failing_seeds`), `wall_ms`.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure simulation speed, seeds per core-second, time to find each known bug and peak
     /// memory (figures with their targets; takes a few minutes, `--quick` seconds).
@@ -214,6 +262,16 @@ pub enum Cmd {
         /// Jobs for the memory sweep (the other figures use one core).
         #[arg(long, short = 'j', default_value_t = default_jobs())]
         jobs: usize,
+    },
+    /// Print the JSON Schema of scenario files (docs/scenarios.md describes every field).
+    ///
+    /// Generated from the scenario types; editors can validate scenario files against it.
+    Schema,
+    /// Explain one scenario field, timeline action or name, with an example for an action.
+    Explain {
+        /// A timeline action (`partition`), a field (`duration_ms`, `workload.ops_per_sec`,
+        /// `for_ms`) or a name (a checker, chaos fault, knob, failpoint, violation kind, window).
+        term: String,
     },
 }
 
@@ -257,7 +315,30 @@ pub fn main() -> i32 {
 
 fn dispatch(cli: Cli) -> Result<i32, UsageError> {
     match cli.cmd {
-        Cmd::List => {
+        Cmd::List { json: true } => {
+            let scenarios: Vec<serde_json::Value> = scenario::named()
+                .into_iter()
+                .map(|(name, path)| {
+                    let file = path.display().to_string();
+                    match Scenario::load(&path) {
+                        Ok(s) => serde_json::json!({
+                            "name": name, "file": file, "description": s.description
+                        }),
+                        Err(e) => serde_json::json!({
+                            "name": name, "file": file, "error": e.to_string()
+                        }),
+                    }
+                })
+                .collect();
+            let v = serde_json::json!({
+                "schema_version": reports::REPORT_SCHEMA_VERSION,
+                "tool_version": TOOL_VERSION,
+                "scenarios": scenarios,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(EXIT_PASS)
+        }
+        Cmd::List { json: false } => {
             let named = scenario::named();
             let width = named.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
             for (name, path) in named {
@@ -297,6 +378,8 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             };
             let mut r = sweep(&s);
             r.report.scenario_file = Some(scenario_file(&scenario));
+            r.report.shards.extend(seeds.shard()?);
+            r.report.tool_version = TOOL_VERSION.to_string();
             print_result(&r, json, trace);
             let mut nondet = report_nondeterminism(&r);
             if let Some(dir) = out {
@@ -316,6 +399,7 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             seed,
             html,
             perfetto,
+            json,
         } => replay(
             &report,
             &ReplayOpts {
@@ -325,6 +409,7 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
                 seed,
                 html,
                 perfetto,
+                json,
             },
         ),
         Cmd::Hunt {
@@ -333,7 +418,8 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             seed,
             max_seeds,
             jobs,
-        } => hunt(&scenario, &bugs, seed, max_seeds, jobs),
+            json,
+        } => hunt(&scenario, &bugs, seed, max_seeds, jobs, json),
         Cmd::Merge { reports, json } => merge(&reports, json),
         Cmd::Shrink {
             report,
@@ -348,8 +434,20 @@ fn dispatch(cli: Cli) -> Result<i32, UsageError> {
             junit,
             jobs,
             filter,
-        } => ci(seeds, junit, jobs, filter),
+            json,
+        } => ci(seeds, junit, jobs, filter, json),
         Cmd::Bench { json, quick, jobs } => run_bench(json, quick, jobs),
+        Cmd::Explain { term } => {
+            print!("{}", crate::reference::explain(&term).map_err(UsageError)?);
+            Ok(EXIT_PASS)
+        }
+        Cmd::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&scenario::json_schema())?
+            );
+            Ok(EXIT_PASS)
+        }
     }
 }
 
@@ -488,6 +586,7 @@ fn write_out(dir: &Path, r: &SweepResult, s: &Sweep) -> Result<bool, UsageError>
     write_file(&dir.join(format!("{name}-run.json")), run.as_bytes())?;
     for f in &r.report.failures {
         let mut one = RunReport::new(r.report.scenario.clone());
+        one.tool_version = r.report.tool_version.clone();
         one.scenario_file = r.report.scenario_file.clone();
         one.bugs = r.report.bugs.clone();
         one.wall_ms = f.wall_ms;
@@ -607,6 +706,19 @@ fn merge(paths: &[PathBuf], json: bool) -> Result<i32, UsageError> {
             .merge(read_report(p)?)
             .map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
     }
+    let missing = merged.missing_shards();
+    if let (Some(s), false) = (merged.shards.first(), missing.is_empty()) {
+        let names: Vec<String> = missing.iter().map(|i| format!("{i}/{}", s.count)).collect();
+        eprintln!(
+            "faultline: warning: {} of {} shards merged; missing shard(s) {}: the sweep of seeds \
+             {}..+{} is incomplete",
+            merged.shards.len(),
+            s.count,
+            names.join(", "),
+            s.first_seed,
+            s.seeds
+        );
+    }
     if json {
         println!("{}", reports::json::to_string_pretty(&merged)?);
     } else {
@@ -647,6 +759,7 @@ struct ReplayOpts {
     seed: Option<u64>,
     html: Option<PathBuf>,
     perfetto: Option<PathBuf>,
+    json: bool,
 }
 
 fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
@@ -682,6 +795,8 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
     let keep_full_trace =
         o.trace || o.around_ms.is_some() || o.html.is_some() || o.perfetto.is_some();
     let mut code = EXIT_PASS;
+    let mut mismatch = false;
+    let mut replays = Vec::new();
     for f in failures {
         let s = Sweep {
             scenario: scn.clone(),
@@ -701,8 +816,18 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
                 failed.trace_tail.clear();
             }
         }
-        print_result(&r, false, false);
+        if !o.json {
+            print_result(&r, false, false);
+        }
         let now = &r.all[0];
+        replays.push(serde_json::json!({
+            "seed": f.seed,
+            "reproduced": now.trace_hash == f.trace_hash,
+            "trace_hash": f.trace_hash,
+            "trace_hash_now": now.trace_hash,
+            "passed_now": now.passed,
+            "kinds_now": r.report.all_kinds().iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        }));
         let trace = r.traces.get(&f.seed).map_or(&[][..], Vec::as_slice);
         let ops = r.client_ops.get(&f.seed).map_or(&[][..], Vec::as_slice);
         // Render the saved report (its replay command) when the replay reproduced it; after a
@@ -737,36 +862,55 @@ fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
                 file,
                 reports::html::render_with_ops(&saved.scenario, shown, trace, ops).as_bytes(),
             )?;
-            println!("wrote {}", file.display());
+            if !o.json {
+                println!("wrote {}", file.display());
+            }
         }
         if let Some(file) = &o.perfetto {
             write_file(
                 file,
                 reports::perfetto::render_with_ops(&saved.scenario, shown, trace, ops).as_bytes(),
             )?;
-            println!("wrote {}", file.display());
+            if !o.json {
+                println!("wrote {}", file.display());
+            }
         }
         if now.trace_hash == f.trace_hash {
-            println!(
-                "replay of seed {}: trace hash {} matches the report",
-                f.seed, now.trace_hash
-            );
+            if !o.json {
+                println!(
+                    "replay of seed {}: trace hash {} matches the report",
+                    f.seed, now.trace_hash
+                );
+            }
         } else {
-            println!(
-                "replay of seed {}: TRACE HASH MISMATCH: report {} vs now {} (non-determinism or a changed binary)",
-                f.seed, f.trace_hash, now.trace_hash
-            );
+            if !o.json {
+                println!(
+                    "replay of seed {}: TRACE HASH MISMATCH: report {} vs now {} (non-determinism or a changed binary)",
+                    f.seed, f.trace_hash, now.trace_hash
+                );
+            }
             eprintln!(
                 "faultline: TRACE HASH MISMATCH replaying seed {}: this is not the execution the report describes",
                 f.seed
             );
-            code = EXIT_FAIL;
+            mismatch = true;
         }
         if !now.passed {
             code = EXIT_FAIL;
         }
     }
-    Ok(code)
+    if o.json {
+        let v = serde_json::json!({
+            "schema_version": reports::REPORT_SCHEMA_VERSION,
+            "tool_version": TOOL_VERSION,
+            "report": path.display().to_string(),
+            "replays": replays,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    // A mismatch outranks "reproduced": a different execution neither confirms nor refutes
+    // the report, and a script must not read it as the bug still being there.
+    Ok(if mismatch { EXIT_MISMATCH } else { code })
 }
 
 /// `shrink`: see [`crate::shrink`]. Exit 0 with the minimal scenario written, 1 when the seed
@@ -956,8 +1100,11 @@ fn hunt(
     first: u64,
     max_seeds: u64,
     jobs: usize,
+    json: bool,
 ) -> Result<i32, UsageError> {
     let (scn, knobs) = load_with_bugs(arg, bugs)?;
+    let name = scn.name.clone();
+    let bug_names: Vec<String> = knobs.iter().map(|b| b.to_string()).collect();
     if max_seeds == 0 {
         return Err(UsageError("--max-seeds must be at least 1".into()));
     }
@@ -973,6 +1120,24 @@ fn hunt(
         jobs,
     });
     let secs = wall.elapsed().as_secs_f64();
+    if json {
+        let v = serde_json::json!({
+            "schema_version": reports::REPORT_SCHEMA_VERSION,
+            "tool_version": TOOL_VERSION,
+            "scenario": name,
+            "bugs": bug_names,
+            "found": h.found.is_some(),
+            "tried": h.tried,
+            "wall_ms": wall.elapsed().as_millis() as u64,
+            "failure": h.found,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(if v["found"] == true {
+            EXIT_FAIL
+        } else {
+            EXIT_PASS
+        });
+    }
     match h.found {
         Some(f) => {
             println!(
@@ -1173,6 +1338,7 @@ fn ci(
     junit: Option<PathBuf>,
     jobs: usize,
     filter: Option<String>,
+    json: bool,
 ) -> Result<i32, UsageError> {
     let wall = std::time::Instant::now();
     let named = scenario::named();
@@ -1216,13 +1382,15 @@ fn ci(
                 }
             }
         };
-        println!(
-            "{} {}: {} ({:.1}s)",
-            if case.passed { "ok  " } else { "FAIL" },
-            case.scenario,
-            case.message,
-            case.wall_ms as f64 / 1e3
-        );
+        if !json {
+            println!(
+                "{} {}: {} ({:.1}s)",
+                if case.passed { "ok  " } else { "FAIL" },
+                case.scenario,
+                case.message,
+                case.wall_ms as f64 / 1e3
+            );
+        }
         cases.push(case);
     }
     let report = CiReport {
@@ -1233,12 +1401,20 @@ fn ci(
         reports::write_atomic(&path, reports::junit::render(&report).as_bytes())?;
     }
     let ok = report.passed();
-    println!(
-        "ci: {} of {} expectations met in {:.1}s",
-        report.cases.iter().filter(|c| c.passed).count(),
-        report.cases.len(),
-        report.wall_ms as f64 / 1e3
-    );
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["schema_version"] = reports::REPORT_SCHEMA_VERSION.into();
+        v["tool_version"] = TOOL_VERSION.into();
+        v["passed"] = ok.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "ci: {} of {} expectations met in {:.1}s",
+            report.cases.iter().filter(|c| c.passed).count(),
+            report.cases.len(),
+            report.wall_ms as f64 / 1e3
+        );
+    }
     Ok(match (invalid, ok) {
         (true, _) => EXIT_USAGE,
         (false, true) => EXIT_PASS,

@@ -10,6 +10,7 @@ pub mod disk;
 pub mod floor;
 pub mod panics;
 pub mod profile;
+pub mod reference;
 pub mod runner;
 pub mod scenario;
 pub mod shrink;

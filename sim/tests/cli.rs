@@ -71,6 +71,22 @@ fn run_json_has_the_contract_fields_and_replay_reproduces_the_hash() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
     assert_eq!(v["scenario"], "simultaneous-restart");
     assert_eq!(v["seeds_run"], 12);
+    // The format version and the tool that wrote it, in the printed report and the saved ones.
+    assert_eq!(v["schema_version"], reports::REPORT_SCHEMA_VERSION);
+    assert_eq!(v["tool_version"], sim::cli::TOOL_VERSION);
+    for name in [
+        "simultaneous-restart-run.json",
+        "simultaneous-restart-seed-1.json",
+    ] {
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join(name)).unwrap()).unwrap();
+        assert_eq!(
+            saved["schema_version"],
+            reports::REPORT_SCHEMA_VERSION,
+            "{name}"
+        );
+        assert_eq!(saved["tool_version"], sim::cli::TOOL_VERSION, "{name}");
+    }
     let f = &v["failures"][0];
     for key in ["seed", "trace_hash", "replay", "violations"] {
         assert!(!f[key].is_null(), "failure has `{key}`");
@@ -406,7 +422,11 @@ fn run_out_writes_timeline_perfetto_and_trace_and_replay_around_prints_a_window(
         .replace(seed["trace_hash"].as_str().unwrap(), "0123456789abcdef");
     std::fs::write(&tampered, text).unwrap();
     let o = faultline(&["replay", tampered.to_str().unwrap(), "--around", "10200"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "a hash mismatch has its own exit code, not the reproduced-failure 1"
+    );
     assert!(stdout(&o).contains("TRACE HASH MISMATCH"), "{}", stdout(&o));
     assert!(stderr(&o).contains("TRACE HASH MISMATCH"), "{}", stderr(&o));
 
@@ -885,4 +905,68 @@ fn judge_never_tolerates_crash_or_hang_unless_listed() {
         msg.contains("found in 0") && msg.contains("unexpected kind hang on seed 7"),
         "{msg}"
     );
+}
+
+#[test]
+fn list_json_names_every_scenario_with_the_format_version() {
+    let text = faultline(&["list"]);
+    let o = faultline(&["list", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["schema_version"], reports::REPORT_SCHEMA_VERSION);
+    assert_eq!(v["tool_version"], sim::cli::TOOL_VERSION);
+    let list = v["scenarios"].as_array().unwrap();
+    assert_eq!(list.len(), stdout(&text).lines().count());
+    for s in list {
+        assert!(s["name"].is_string() && s["file"].is_string(), "{s}");
+        assert!(
+            s["description"].is_string() || s["error"].is_string(),
+            "{s}"
+        );
+    }
+    assert!(list.iter().any(|s| s["name"] == "steady"));
+}
+
+#[test]
+fn ci_json_is_one_object_with_every_case() {
+    let o = faultline(&[
+        "ci",
+        "--filter",
+        "kek-rotation-stale",
+        "--seeds",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["schema_version"], reports::REPORT_SCHEMA_VERSION);
+    assert_eq!(v["tool_version"], sim::cli::TOOL_VERSION);
+    assert_eq!(v["passed"], true);
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0]["scenario"], "kek-rotation-stale-keystore-abort");
+    assert_eq!(cases[0]["passed"], true);
+    assert_eq!(cases[0]["seeds_run"], 2);
+}
+
+#[test]
+fn hunt_json_names_the_seed_found_and_the_seeds_tried() {
+    let o = faultline(&[
+        "hunt",
+        "simultaneous-restart",
+        "--bug",
+        "volatile-raft-term",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "found: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["schema_version"], reports::REPORT_SCHEMA_VERSION);
+    assert_eq!(v["found"], true);
+    assert_eq!(v["bugs"][0], "volatile-raft-term");
+    let seed = v["failure"]["seed"].as_u64().unwrap();
+    assert!(v["tried"].as_u64().unwrap() >= 1);
+    assert!(v["failure"]["replay"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("--seed {seed}")));
 }
