@@ -343,19 +343,8 @@ fn harness_finds_incident_000_stale_keystore_abort() {
             "seed {}: {k:?}",
             f.seed
         );
-        let abort = f
-            .violations
-            .iter()
-            .find(|v| v.kind == ViolationKind::NodeAbort)
-            .unwrap();
-        assert!(
-            abort.message.contains("failed to pick up checkpoint")
-                && abort.message.contains("StaleKeystore"),
-            "seed {}: {}",
-            f.seed,
-            abort.message
-        );
-        let node = abort.node.clone().expect("an abort names its node");
+        let (abort, node) = node_abort(f);
+        assert_abort_says(f, abort, &["failed to pick up checkpoint", "StaleKeystore"]);
         let unreachable = f.violations.iter().any(|v| {
             v.kind == ViolationKind::Liveness
                 && v.message
@@ -371,22 +360,11 @@ fn harness_finds_incident_000_stale_keystore_abort() {
             .nth(1)
             .and_then(|r| r.split(' ').next())
             .expect("the abort names the committed timestamp");
-        let rotated = f.causal.iter().position(|e| {
-            e.node == node
-                && e.kind == "keystore"
+        assert_before_abort(f, &node, "rotation", |e| {
+            e.kind == "keystore"
                 && e.detail.contains("applied on a follower")
                 && e.detail.contains(&format!("ts {committed}:"))
         });
-        let aborted = f
-            .causal
-            .iter()
-            .position(|e| e.node == node && e.kind == "abort");
-        assert!(
-            matches!((rotated, aborted), (Some(a), Some(b)) if a < b),
-            "seed {}: rotation {rotated:?} abort {aborted:?} in {:#?}",
-            f.seed,
-            f.causal
-        );
         assert!(f.replay.contains("--bug stale-keystore-abort"));
     }
 }
@@ -427,34 +405,10 @@ fn harness_finds_incident_002_drop_drain_race() {
         r.report.failures.len()
     );
     for f in &r.report.failures {
-        let abort = f
-            .violations
-            .iter()
-            .find(|v| v.kind == ViolationKind::NodeAbort)
-            .unwrap_or_else(|| panic!("seed {}: {:#?}", f.seed, f.violations));
-        assert!(
-            abort.message.contains("failed to step up: drain worker")
-                && abort.message.contains(": NotFound"),
-            "seed {}: {}",
-            f.seed,
-            abort.message
-        );
+        let (abort, node) = node_abort(f);
+        assert_abort_says(f, abort, &["failed to step up: drain worker", ": NotFound"]);
         // The aborting node had just become leader, and a drop was on its way.
-        let node = abort.node.clone().unwrap();
-        let led = f
-            .causal
-            .iter()
-            .position(|e| e.node == node && e.kind == "leader");
-        let aborted = f
-            .causal
-            .iter()
-            .position(|e| e.node == node && e.kind == "abort");
-        assert!(
-            matches!((led, aborted), (Some(a), Some(b)) if a < b),
-            "seed {}: {:#?}",
-            f.seed,
-            f.causal
-        );
+        assert_before_abort(f, &node, "leader", |e| e.kind == "leader");
         assert!(f
             .causal
             .iter()
