@@ -123,3 +123,13 @@ pub fn assert_before_abort(
         f.causal
     );
 }
+
+/// Asserts that at least `least` seeds of the sweep of `name` entered race window `w`.
+pub fn assert_window(r: &SweepResult, name: &str, w: &str, least: u64) {
+    let reached = r.report.windows.get(w).copied().unwrap_or(0);
+    assert!(
+        reached >= least,
+        "{name}: window {w} reached in {reached}/{} seeds, want {least}",
+        r.report.seeds_run
+    );
+}
