@@ -77,10 +77,11 @@ fn volatile_term_knob_is_seen_at_its_first_message_but_loses_data_only_after_a_f
     assert_eq!(r.report.failures.len(), 10, "seen on every seed");
     for f in &r.report.failures {
         assert!(
-            f.violations
-                .iter()
-                .all(|v| v.kind == ViolationKind::RaftSafety
-                    && v.message.contains("persistence before messages")),
+            f.violations.iter().all(|v| says(
+                v,
+                ViolationKind::RaftSafety,
+                "persistence before messages"
+            )),
             "seed {}: {:?}",
             f.seed,
             f.violations
@@ -92,10 +93,11 @@ fn volatile_term_knob_is_seen_at_its_first_message_but_loses_data_only_after_a_f
     assert_eq!(r.report.failures.len(), 20, "every seed restarts a node");
     for f in &r.report.failures {
         assert!(
-            f.violations
-                .iter()
-                .any(|v| v.kind == ViolationKind::RaftSafety
-                    && v.message.contains("went backwards across a restart")),
+            has_violation(
+                f,
+                ViolationKind::RaftSafety,
+                "went backwards across a restart"
+            ),
             "seed {}: {:?}",
             f.seed,
             f.violations
@@ -131,12 +133,7 @@ fn harness_finds_incident_003_by_searching_seeds() {
         .report
         .failures
         .iter()
-        .filter(|f| {
-            f.violations.iter().any(|v| {
-                v.kind == ViolationKind::RaftSafety
-                    && v.message.contains("truncated committed entries")
-            })
-        })
+        .filter(|f| has_violation(f, ViolationKind::RaftSafety, "truncated committed entries"))
         .collect();
     assert!(
         data_loss.len() >= 10,

@@ -133,3 +133,13 @@ pub fn assert_window(r: &SweepResult, name: &str, w: &str, least: u64) {
         r.report.seeds_run
     );
 }
+
+/// Whether violation `v` is of `kind` and its message contains `pattern`.
+pub fn says(v: &Violation, kind: ViolationKind, pattern: &str) -> bool {
+    v.kind == kind && v.message.contains(pattern)
+}
+
+/// Whether the seed has a violation of `kind` whose message contains `pattern`.
+pub fn has_violation(f: &SeedReport, kind: ViolationKind, pattern: &str) -> bool {
+    f.violations.iter().any(|v| says(v, kind, pattern))
+}
