@@ -256,11 +256,7 @@ fn fixed_engine_survives_checkpoint_churn_and_pack_failures() {
 #[test]
 fn harness_finds_incident_001_bytes_total_leak() {
     let r = run("addr-pack-failures", &[KnownBug::BytesTotalLeak], 1..21, 2);
-    assert!(
-        r.report.failures.len() >= 15,
-        "only {}/20 seeds failed",
-        r.report.failures.len()
-    );
+    assert_fails_at_least(&r, 15);
     for f in &r.report.failures {
         assert_eq!(kinds(f), vec![ViolationKind::Validate], "seed {}", f.seed);
         let drift = f.violations.iter().any(|v| {
@@ -323,11 +319,7 @@ fn fixed_engine_survives_key_rotations() {
 #[test]
 fn harness_finds_incident_000_stale_keystore_abort() {
     let r = run("kek-rotation", &[KnownBug::StaleKeystoreAbort], 1..21, 2);
-    assert!(
-        r.report.failures.len() >= 10,
-        "only {}/20 seeds failed",
-        r.report.failures.len()
-    );
+    assert_fails_at_least(&r, 10);
     for f in &r.report.failures {
         let k = kinds(f);
         assert!(
@@ -381,11 +373,7 @@ fn fixed_engine_survives_step_up_drops_and_ddl_churn() {
 #[test]
 fn harness_finds_incident_002_drop_drain_race() {
     let r = run("step-up-drop", &[KnownBug::DropDrainRace], 1..21, 2);
-    assert!(
-        r.report.failures.len() >= 15,
-        "only {}/20 seeds failed",
-        r.report.failures.len()
-    );
+    assert_fails_at_least(&r, 15);
     for f in &r.report.failures {
         let (abort, node) = node_abort(f);
         assert_abort_says(f, abort, &["failed to step up: drain worker", ": NotFound"]);

@@ -143,3 +143,13 @@ pub fn says(v: &Violation, kind: ViolationKind, pattern: &str) -> bool {
 pub fn has_violation(f: &SeedReport, kind: ViolationKind, pattern: &str) -> bool {
     f.violations.iter().any(|v| says(v, kind, pattern))
 }
+
+/// Asserts that at least `least` seeds of the sweep failed.
+pub fn assert_fails_at_least(r: &SweepResult, least: usize) {
+    let failed = r.report.failures.len();
+    assert!(
+        failed >= least,
+        "only {failed}/{} seeds failed",
+        r.report.seeds_run
+    );
+}
