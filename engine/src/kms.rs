@@ -8,15 +8,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use madsim::net::Endpoint;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::guard::guarded;
 use crate::keystore::{fresh_key, nonce, open, seal, KeyBytes};
-use crate::observe::{Event, Observer, StorageEvent, Warning};
+use crate::observe::{Event, Observer, StorageEvent};
 use crate::raft::NodeId;
-use crate::wire::{KmsOp, KmsResult, Wire, TAG};
+use crate::wire::{KmsOp, KmsRequest, KmsResult, Wire};
 
 /// The node id the KMS reports events under.
 pub const KMS_NODE: NodeId = 255;
@@ -122,18 +121,8 @@ pub async fn run(cfg: KmsConfig, obs: Arc<dyn Observer>) {
 }
 
 async fn run_inner(cfg: KmsConfig, obs: Arc<dyn Observer>) {
-    let ep = match Endpoint::bind(cfg.addr).await {
-        Ok(ep) => Arc::new(ep),
-        Err(e) => {
-            obs.event(
-                KMS_NODE,
-                Event::Warn(Warning::CannotBind {
-                    addr: cfg.addr.to_string(),
-                    error: e.to_string(),
-                }),
-            );
-            return;
-        }
+    let Some(ep) = crate::net::bind(&*obs, KMS_NODE, cfg.addr).await else {
+        return;
     };
     obs.event(
         KMS_NODE,
@@ -143,18 +132,16 @@ async fn run_inner(cfg: KmsConfig, obs: Arc<dyn Observer>) {
     );
     let kms = Kms::new(cfg.seed);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.nonce_seed);
-    loop {
-        let Ok((payload, from)) = ep.recv_from_raw(TAG).await else {
-            return;
-        };
-        let Ok(w) = payload.downcast::<Wire>() else {
-            continue;
-        };
-        let Wire::Kms(req) = *w else { continue };
+    let request = |w| match w {
+        Wire::Kms(req) => Some(req),
+        _ => None,
+    };
+    crate::net::serve(&ep, &*obs, request, |req: KmsRequest| {
         let result = kms.handle(&req.op, &mut rng);
         let req_id = req.req_id;
-        crate::net::send(&ep, &*obs, from, Wire::KmsReply { req_id, result });
-    }
+        std::future::ready(Some(Wire::KmsReply { req_id, result }))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -7,15 +7,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use madsim::net::Endpoint;
-
 use crate::guard::guarded;
 use crate::observe::{CrashPoint, Event, InspectPages, Observer, StorageEvent, Warning};
-use crate::page_store::{BlockInfo, PageStore, Published, PAGES_FILE};
+use crate::page_store::{BlockInfo, PageStore, PsRequest, Published, PAGES_FILE};
 use crate::pages::Lsn;
 use crate::raft::NodeId;
 use crate::storage::Storage;
-use crate::wire::{Wire, TAG};
+use crate::wire::Wire;
 
 /// The node id the page service reports events under (replicas are 1..).
 pub const PAGE_SERVICE_NODE: NodeId = 0;
@@ -79,42 +77,43 @@ async fn run_inner(cfg: PageServiceConfig, disk: Arc<dyn Storage>, obs: Arc<dyn 
     );
     let store = Arc::new(Mutex::new(store));
     obs.attach_pages(Arc::new(Inspector(store.clone())));
-    let ep = match Endpoint::bind(cfg.addr).await {
-        Ok(ep) => Arc::new(ep),
-        Err(e) => {
-            let w = Warning::CannotBind {
-                addr: cfg.addr.to_string(),
-                error: e.to_string(),
-            };
-            obs.event(id, Event::Warn(w));
-            return;
-        }
+    let Some(ep) = crate::net::bind(&*obs, id, cfg.addr).await else {
+        return;
     };
-    loop {
-        let Ok((payload, from)) = ep.recv_from_raw(TAG).await else {
-            return;
-        };
-        let Ok(w) = payload.downcast::<Wire>() else {
-            continue;
-        };
-        let Wire::Ps(req) = *w else { continue };
+    let request = |w| match w {
+        Wire::Ps(req) => Some(req),
+        _ => None,
+    };
+    let (cfg, disk, obs) = (&cfg, &disk, &obs);
+    crate::net::serve(&ep, &**obs, request, |req: PsRequest| {
         let req_id = req.req_id;
         let (result, records) = store.lock().unwrap_or_else(|e| e.into_inner()).handle(req);
-        if !records.is_empty() {
-            if disk.append(PAGES_FILE, &records).is_err() {
-                return;
+        async move {
+            if !records.is_empty() {
+                durable(cfg, &**disk, &**obs, &records).await?;
             }
-            crate::net::crash_point(&*obs, id, CrashPoint::PagesWritten).await;
-            if cfg.fsync_ms > 0 {
-                madsim::time::sleep(Duration::from_millis(cfg.fsync_ms)).await;
-            }
-            if disk.sync(PAGES_FILE).is_err() {
-                return;
-            }
-            crate::net::crash_point(&*obs, id, CrashPoint::PagesSynced).await;
+            Some(Wire::PsReply { req_id, result })
         }
-        crate::net::send(&ep, &*obs, from, Wire::PsReply { req_id, result });
+    })
+    .await
+}
+
+/// Makes a request's records durable before its reply goes out; `None` when the disk is gone.
+async fn durable(
+    cfg: &PageServiceConfig,
+    disk: &dyn Storage,
+    obs: &dyn Observer,
+    records: &[u8],
+) -> Option<()> {
+    let id = PAGE_SERVICE_NODE;
+    disk.append(PAGES_FILE, records).ok()?;
+    crate::net::crash_point(obs, id, CrashPoint::PagesWritten).await;
+    if cfg.fsync_ms > 0 {
+        madsim::time::sleep(Duration::from_millis(cfg.fsync_ms)).await;
     }
+    disk.sync(PAGES_FILE).ok()?;
+    crate::net::crash_point(obs, id, CrashPoint::PagesSynced).await;
+    Some(())
 }
 
 #[cfg(test)]
@@ -123,11 +122,12 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use madsim::net::Endpoint;
     use madsim::runtime::{Handle, Runtime};
 
     use super::*;
     use crate::observe::Inspect;
-    use crate::page_store::{PsOp, PsRequest, PsResult};
+    use crate::page_store::{PsOp, PsResult};
     use crate::storage::MemDisk;
     use crate::wire::{Wire, PAGE_SERVICE_PORT, TAG};
 

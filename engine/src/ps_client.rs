@@ -13,6 +13,7 @@ use madsim::net::Endpoint;
 
 use crate::observe::Observer;
 use crate::page_store::{PsOp, PsRequest, PsResult};
+use crate::pages::Lsn;
 use crate::raft::NodeId;
 use crate::wire::{KmsOp, KmsRequest, KmsResult, Wire, TAG};
 
@@ -71,15 +72,17 @@ impl Rpc {
         Ok(rpc)
     }
 
-    /// Sends the request `make(req_id)` to `to` until answered, retrying with the same request
-    /// id while `keep_going()` holds, at most `max_attempts` times.
-    async fn call(
+    /// The one call-and-unwrap: sends the request `make(req_id)` to `to` until answered,
+    /// retrying with the same request id while `keep_going()` holds, at most `max_attempts`
+    /// times, and takes the service's result out of the reply with `reply`.
+    async fn call<R>(
         &self,
         to: SocketAddr,
         make: &(dyn Fn(u64) -> Wire + Sync),
         keep_going: &(dyn Fn() -> bool + Sync),
         max_attempts: u32,
-    ) -> Result<Wire, RpcError> {
+        reply: fn(Wire) -> Result<R, Wire>,
+    ) -> Result<R, RpcError> {
         let req_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
         self.waiters
@@ -107,7 +110,7 @@ impl Rpc {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&req_id);
-        out
+        out.map(|w| reply(w).unwrap_or_else(|w| unreachable!("the router hands a waiter {w:?}")))
     }
 }
 
@@ -185,13 +188,30 @@ impl PsClient {
                 op: op.clone(),
             })
         };
-        match self
-            .rpc
-            .call(self.service, &make, keep_going, max_attempts)
-            .await?
-        {
+        let reply = |w| match w {
             Wire::PsReply { result, .. } => Ok(result),
-            other => unreachable!("the router hands a page-service waiter {other:?}"),
+            other => Err(other),
+        };
+        let rpc = &self.rpc;
+        rpc.call(self.service, &make, keep_going, max_attempts, reply)
+            .await
+    }
+
+    /// Reads block `lsn` (as a reader): its bytes, or why not (`missing()` when the service
+    /// has no such block).
+    pub async fn get(
+        &self,
+        lsn: Lsn,
+        keep_going: &(dyn Fn() -> bool + Sync),
+        max_attempts: u32,
+        missing: impl FnOnce() -> String,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        let op = PsOp::Get { lsn };
+        match self.request_limited(0, op, keep_going, max_attempts).await {
+            Ok(PsResult::Block(b)) => Ok(b),
+            Ok(PsResult::NotFound) => Err(missing()),
+            Ok(other) => Err(format!("unexpected reply to get: {other:?}")),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -215,13 +235,28 @@ impl KmsClient {
                 op: op.clone(),
             })
         };
-        match self
-            .rpc
-            .call(self.service, &make, keep_going, max_attempts)
-            .await?
-        {
+        let reply = |w| match w {
             Wire::KmsReply { result, .. } => Ok(result),
-            other => unreachable!("the router hands a KMS waiter {other:?}"),
+            other => Err(other),
+        };
+        let rpc = &self.rpc;
+        rpc.call(self.service, &make, keep_going, max_attempts, reply)
+            .await
+    }
+
+    /// Sends `op` and takes the result `want` accepts; any other result is an error naming
+    /// `what()` was asked, as is no answer.
+    pub async fn expect<T>(
+        &self,
+        op: KmsOp,
+        keep_going: &(dyn Fn() -> bool + Sync),
+        max_attempts: u32,
+        what: impl FnOnce() -> String,
+        want: fn(KmsResult) -> Result<T, KmsResult>,
+    ) -> Result<T, String> {
+        match self.request(op, keep_going, max_attempts).await {
+            Ok(r) => want(r).map_err(|other| format!("kms: {}: {other:?}", what())),
+            Err(e) => Err(format!("kms: {e}")),
         }
     }
 }

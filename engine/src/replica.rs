@@ -284,14 +284,7 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
     let session = cfg.rng_seed;
     let ps = match PsClient::bind(ps_bind, cfg.page_service, id, session, obs.clone()).await {
         Ok(ps) => ps,
-        Err(e) => {
-            let w = Warning::CannotBind {
-                addr: ps_bind.to_string(),
-                error: e.to_string(),
-            };
-            obs.event(id, Event::Warn(w));
-            return;
-        }
+        Err(e) => return crate::net::cannot_bind(&*obs, id, ps_bind, &e),
     };
     let keys = Keys {
         kms: ps.kms(cfg.kms),
@@ -315,16 +308,8 @@ async fn run_inner(cfg: ReplicaConfig, disk: Arc<dyn Storage>, obs: Arc<dyn Obse
     }));
     obs.attach(id, Arc::new(Inspector(core.clone())));
 
-    let ep = match Endpoint::bind(addr).await {
-        Ok(ep) => Arc::new(ep),
-        Err(e) => {
-            let w = Warning::CannotBind {
-                addr: addr.to_string(),
-                error: e.to_string(),
-            };
-            obs.event(id, Event::Warn(w));
-            return;
-        }
+    let Some(ep) = crate::net::bind(&*obs, id, addr).await else {
+        return;
     };
     let mut rx = spawn_inputs(id, cfg.tick_ms, &ep, &obs);
     let failpoints = Failpoints::new(cfg.failpoints.clone(), cfg.failpoint_seed);

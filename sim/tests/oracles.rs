@@ -25,11 +25,7 @@ fn finds(
         .report
         .failures
         .iter()
-        .filter(|f| {
-            f.violations
-                .iter()
-                .any(|v| v.kind == kind && v.message.contains(pattern))
-        })
+        .filter(|f| has_violation(f, kind, pattern))
         .count();
     assert!(
         hits >= min,

@@ -77,10 +77,11 @@ fn volatile_term_knob_is_seen_at_its_first_message_but_loses_data_only_after_a_f
     assert_eq!(r.report.failures.len(), 10, "seen on every seed");
     for f in &r.report.failures {
         assert!(
-            f.violations
-                .iter()
-                .all(|v| v.kind == ViolationKind::RaftSafety
-                    && v.message.contains("persistence before messages")),
+            f.violations.iter().all(|v| says(
+                v,
+                ViolationKind::RaftSafety,
+                "persistence before messages"
+            )),
             "seed {}: {:?}",
             f.seed,
             f.violations
@@ -92,10 +93,11 @@ fn volatile_term_knob_is_seen_at_its_first_message_but_loses_data_only_after_a_f
     assert_eq!(r.report.failures.len(), 20, "every seed restarts a node");
     for f in &r.report.failures {
         assert!(
-            f.violations
-                .iter()
-                .any(|v| v.kind == ViolationKind::RaftSafety
-                    && v.message.contains("went backwards across a restart")),
+            has_violation(
+                f,
+                ViolationKind::RaftSafety,
+                "went backwards across a restart"
+            ),
             "seed {}: {:?}",
             f.seed,
             f.violations
@@ -131,12 +133,7 @@ fn harness_finds_incident_003_by_searching_seeds() {
         .report
         .failures
         .iter()
-        .filter(|f| {
-            f.violations.iter().any(|v| {
-                v.kind == ViolationKind::RaftSafety
-                    && v.message.contains("truncated committed entries")
-            })
-        })
+        .filter(|f| has_violation(f, ViolationKind::RaftSafety, "truncated committed entries"))
         .collect();
     assert!(
         data_loss.len() >= 10,
@@ -249,8 +246,7 @@ fn fixed_engine_survives_checkpoint_churn_and_pack_failures() {
         sim::world::WINDOW_PS_KILLED_MID_CHECKPOINT,
         sim::world::WINDOW_LEADER_KILLED_MID_CHECKPOINT,
     ] {
-        let n = churn.report.windows.get(w).copied().unwrap_or(0);
-        assert!(n >= 20, "only {n}/30 seeds entered {w}");
+        assert_window(&churn, "checkpoint-churn", w, 20);
     }
 }
 
@@ -260,11 +256,7 @@ fn fixed_engine_survives_checkpoint_churn_and_pack_failures() {
 #[test]
 fn harness_finds_incident_001_bytes_total_leak() {
     let r = run("addr-pack-failures", &[KnownBug::BytesTotalLeak], 1..21, 2);
-    assert!(
-        r.report.failures.len() >= 15,
-        "only {}/20 seeds failed",
-        r.report.failures.len()
-    );
+    assert_fails_at_least(&r, 15);
     for f in &r.report.failures {
         assert_eq!(kinds(f), vec![ViolationKind::Validate], "seed {}", f.seed);
         let drift = f.violations.iter().any(|v| {
@@ -311,16 +303,12 @@ fn fixed_engine_survives_key_rotations() {
     ] {
         let r = run(name, &[], seeds.clone(), 2);
         assert_all_pass(&r);
-        let n = seeds.end - seeds.start;
+        let half = (seeds.end - seeds.start).div_ceil(2);
         for w in [
             sim::world::WINDOW_ROTATION_ON_FOLLOWER,
             sim::world::WINDOW_STALE_KEYSTORE,
         ] {
-            let reached = r.report.windows.get(w).copied().unwrap_or(0);
-            assert!(
-                reached * 2 >= n,
-                "{name}: window {w} reached in {reached}/{n} seeds"
-            );
+            assert_window(&r, name, w, half);
         }
     }
 }
@@ -331,11 +319,7 @@ fn fixed_engine_survives_key_rotations() {
 #[test]
 fn harness_finds_incident_000_stale_keystore_abort() {
     let r = run("kek-rotation", &[KnownBug::StaleKeystoreAbort], 1..21, 2);
-    assert!(
-        r.report.failures.len() >= 10,
-        "only {}/20 seeds failed",
-        r.report.failures.len()
-    );
+    assert_fails_at_least(&r, 10);
     for f in &r.report.failures {
         let k = kinds(f);
         assert!(
@@ -343,19 +327,8 @@ fn harness_finds_incident_000_stale_keystore_abort() {
             "seed {}: {k:?}",
             f.seed
         );
-        let abort = f
-            .violations
-            .iter()
-            .find(|v| v.kind == ViolationKind::NodeAbort)
-            .unwrap();
-        assert!(
-            abort.message.contains("failed to pick up checkpoint")
-                && abort.message.contains("StaleKeystore"),
-            "seed {}: {}",
-            f.seed,
-            abort.message
-        );
-        let node = abort.node.clone().expect("an abort names its node");
+        let (abort, node) = node_abort(f);
+        assert_abort_says(f, abort, &["failed to pick up checkpoint", "StaleKeystore"]);
         let unreachable = f.violations.iter().any(|v| {
             v.kind == ViolationKind::Liveness
                 && v.message
@@ -371,22 +344,11 @@ fn harness_finds_incident_000_stale_keystore_abort() {
             .nth(1)
             .and_then(|r| r.split(' ').next())
             .expect("the abort names the committed timestamp");
-        let rotated = f.causal.iter().position(|e| {
-            e.node == node
-                && e.kind == "keystore"
+        assert_before_abort(f, &node, "rotation", |e| {
+            e.kind == "keystore"
                 && e.detail.contains("applied on a follower")
                 && e.detail.contains(&format!("ts {committed}:"))
         });
-        let aborted = f
-            .causal
-            .iter()
-            .position(|e| e.node == node && e.kind == "abort");
-        assert!(
-            matches!((rotated, aborted), (Some(a), Some(b)) if a < b),
-            "seed {}: rotation {rotated:?} abort {aborted:?} in {:#?}",
-            f.seed,
-            f.causal
-        );
         assert!(f.replay.contains("--bug stale-keystore-abort"));
     }
 }
@@ -400,17 +362,7 @@ fn fixed_engine_survives_step_up_drops_and_ddl_churn() {
     for (name, seeds, least) in [("step-up-drop", 1..31, 20), ("ddl-churn", 1..21, 5)] {
         let r = run(name, &[], seeds.clone(), 2);
         assert_all_pass(&r);
-        let n = seeds.end - seeds.start;
-        let reached = r
-            .report
-            .windows
-            .get(sim::world::WINDOW_DROP_DURING_DRAIN)
-            .copied()
-            .unwrap_or(0);
-        assert!(
-            reached >= least,
-            "{name}: drops met a drain in {reached}/{n} seeds"
-        );
+        assert_window(&r, name, sim::world::WINDOW_DROP_DURING_DRAIN, least);
     }
 }
 
@@ -421,40 +373,12 @@ fn fixed_engine_survives_step_up_drops_and_ddl_churn() {
 #[test]
 fn harness_finds_incident_002_drop_drain_race() {
     let r = run("step-up-drop", &[KnownBug::DropDrainRace], 1..21, 2);
-    assert!(
-        r.report.failures.len() >= 15,
-        "only {}/20 seeds failed",
-        r.report.failures.len()
-    );
+    assert_fails_at_least(&r, 15);
     for f in &r.report.failures {
-        let abort = f
-            .violations
-            .iter()
-            .find(|v| v.kind == ViolationKind::NodeAbort)
-            .unwrap_or_else(|| panic!("seed {}: {:#?}", f.seed, f.violations));
-        assert!(
-            abort.message.contains("failed to step up: drain worker")
-                && abort.message.contains(": NotFound"),
-            "seed {}: {}",
-            f.seed,
-            abort.message
-        );
+        let (abort, node) = node_abort(f);
+        assert_abort_says(f, abort, &["failed to step up: drain worker", ": NotFound"]);
         // The aborting node had just become leader, and a drop was on its way.
-        let node = abort.node.clone().unwrap();
-        let led = f
-            .causal
-            .iter()
-            .position(|e| e.node == node && e.kind == "leader");
-        let aborted = f
-            .causal
-            .iter()
-            .position(|e| e.node == node && e.kind == "abort");
-        assert!(
-            matches!((led, aborted), (Some(a), Some(b)) if a < b),
-            "seed {}: {:#?}",
-            f.seed,
-            f.causal
-        );
+        assert_before_abort(f, &node, "leader", |e| e.kind == "leader");
         assert!(f
             .causal
             .iter()

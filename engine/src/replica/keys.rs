@@ -45,18 +45,15 @@ impl Keys {
             aad: keystore::kek_aad(ks.kek_version),
             ciphertext: ks.wrapped_kek.clone(),
         };
-        let kek = match self.kms.request(op, keep_going, max_attempts).await {
-            Ok(KmsResult::Unwrapped(bytes)) => {
-                keystore::kek_from(bytes, ks.kek_version).map_err(|e| e.to_string())?
-            }
-            Ok(other) => {
-                return Err(format!(
-                    "kms: unwrapping kek v{}: {other:?}",
-                    ks.kek_version
-                ))
-            }
-            Err(e) => return Err(format!("kms: {e}")),
-        };
+        let what = || format!("unwrapping kek v{}", ks.kek_version);
+        let bytes = self
+            .kms
+            .expect(op, keep_going, max_attempts, what, |r| match r {
+                KmsResult::Unwrapped(bytes) => Ok(bytes),
+                other => Err(other),
+            })
+            .await?;
+        let kek = keystore::kek_from(bytes, ks.kek_version).map_err(|e| e.to_string())?;
         self.keks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -88,11 +85,13 @@ impl Keys {
             aad,
             plaintext,
         };
-        match self.kms.request(op, keep_going, u32::MAX).await {
-            Ok(KmsResult::Wrapped(w)) => Ok(w),
-            Ok(other) => Err(format!("kms: wrapping under cmk v{cmk_version}: {other:?}")),
-            Err(e) => Err(format!("kms: {e}")),
-        }
+        let what = || format!("wrapping under cmk v{cmk_version}");
+        self.kms
+            .expect(op, keep_going, u32::MAX, what, |r| match r {
+                KmsResult::Wrapped(w) => Ok(w),
+                other => Err(other),
+            })
+            .await
     }
 }
 
@@ -104,15 +103,8 @@ pub(super) async fn load_keystore(
     max_attempts: u32,
 ) -> Result<Keystore, String> {
     let lsn = kref.cookie.lsn;
-    let bytes = match ps
-        .request_limited(0, PsOp::Get { lsn }, keep_going, max_attempts)
-        .await
-    {
-        Ok(PsResult::Block(b)) => b,
-        Ok(PsResult::NotFound) => return Err(format!("keystore page {lsn} not found")),
-        Ok(other) => return Err(format!("unexpected reply to get: {other:?}")),
-        Err(e) => return Err(e.to_string()),
-    };
+    let missing = || format!("keystore page {lsn} not found");
+    let bytes = ps.get(lsn, keep_going, max_attempts, missing).await?;
     pages::verify(&kref.cookie, &bytes).map_err(|e| format!("keystore page: {e}"))?;
     Keystore::decode(&bytes).map_err(|e| e.to_string())
 }
@@ -135,23 +127,15 @@ pub(super) async fn load_view(
             let old_chain = base.meta.tables.get(table).and_then(|r| r.pages.get(p));
             let old_docs = base.pages.get(table).and_then(|ps| ps.get(p));
             let (mut docs, from) = match (old_chain, old_docs) {
-                (Some(oc), Some(od)) if oc == chain => return Ok((*p, od.clone())),
+                (Some(oc), Some(od)) if oc == chain => return Ok::<_, String>((*p, od.clone())),
                 (Some(oc), Some(od)) if chain.starts_with(oc) => ((**od).clone(), oc.len()),
                 _ => (Docs::new(), 0),
             };
             for (i, cookie) in chain.iter().enumerate().skip(from) {
-                let op = PsOp::Get { lsn: cookie.lsn };
-                let bytes = match ps.request_limited(0, op, keep_going, max_attempts).await {
-                    Ok(PsResult::Block(b)) => b,
-                    Ok(PsResult::NotFound) => {
-                        return Err(format!(
-                            "block {} of {table} page {p} not found",
-                            cookie.lsn
-                        ))
-                    }
-                    Ok(other) => return Err(format!("unexpected reply to get: {other:?}")),
-                    Err(e) => return Err(e.to_string()),
-                };
+                let missing = || format!("block {} of {table} page {p} not found", cookie.lsn);
+                let bytes = ps
+                    .get(cookie.lsn, keep_going, max_attempts, missing)
+                    .await?;
                 keystore::apply_block(&mut docs, table, cookie, &bytes, i == 0, key)
                     .map_err(|e| format!("{table} page {p}: {e}"))?;
             }

@@ -23,51 +23,46 @@ pub fn kms_addr() -> SocketAddr {
 }
 
 impl World {
-    pub(super) fn build_page_service(self: &Arc<Self>) {
+    /// The one way the world builds a node: `name` at `ip`, recorded in the slot of `id`. Every
+    /// incarnation runs `serve(world)`: the first, and each restart (madsim restarts a node by
+    /// calling its init again, so restarts build nothing of their own).
+    fn build_node<F, Fut>(self: &Arc<Self>, id: NodeId, name: String, ip: IpAddr, serve: F)
+    where
+        F: Fn(Arc<World>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
         let w = self.clone();
         let node = Handle::current()
             .create_node()
-            .name("ps")
-            .ip(page_service_addr().ip())
-            .init(move || {
-                let w = w.clone();
-                async move {
-                    let (disk, _) = w.incarnate(PAGE_SERVICE_NODE);
-                    let cfg = PageServiceConfig {
-                        addr: page_service_addr(),
-                        fsync_ms: 1,
-                    };
-                    engine::page_service::run(cfg, Arc::new(disk), w.clone()).await
-                }
-            })
+            .name(name)
+            .ip(ip)
+            .init(move || serve(w.clone()))
             .build();
-        self.lock()
-            .slots
-            .entry(PAGE_SERVICE_NODE)
-            .or_default()
-            .madsim_id = Some(node.id());
+        self.lock().slots.entry(id).or_default().madsim_id = Some(node.id());
+    }
+
+    pub(super) fn build_page_service(self: &Arc<Self>) {
+        let ip = page_service_addr().ip();
+        self.build_node(PAGE_SERVICE_NODE, "ps".into(), ip, |w| async move {
+            let (disk, _) = w.incarnate(PAGE_SERVICE_NODE);
+            let cfg = PageServiceConfig {
+                addr: page_service_addr(),
+                fsync_ms: 1,
+            };
+            engine::page_service::run(cfg, Arc::new(disk), w.clone()).await
+        });
     }
 
     pub(super) fn build_kms(self: &Arc<Self>) {
-        let w = self.clone();
-        let node = Handle::current()
-            .create_node()
-            .name("kms")
-            .ip(kms_addr().ip())
-            .init(move || {
-                let w = w.clone();
-                async move {
-                    let inc = w.next_incarnation(KMS_NODE);
-                    let cfg = KmsConfig {
-                        addr: kms_addr(),
-                        seed: derive_seed(w.seed, "kms", 0),
-                        nonce_seed: derive_seed(w.seed, "kms-nonces", inc),
-                    };
-                    engine::kms::run(cfg, w.clone()).await
-                }
-            })
-            .build();
-        self.lock().slots.entry(KMS_NODE).or_default().madsim_id = Some(node.id());
+        self.build_node(KMS_NODE, "kms".into(), kms_addr().ip(), |w| async move {
+            let inc = w.next_incarnation(KMS_NODE);
+            let cfg = KmsConfig {
+                addr: kms_addr(),
+                seed: derive_seed(w.seed, "kms", 0),
+                nonce_seed: derive_seed(w.seed, "kms-nonces", inc),
+            };
+            engine::kms::run(cfg, w.clone()).await
+        });
     }
 
     pub(super) fn madsim_id(&self, id: NodeId) -> madsim::task::NodeId {
@@ -95,47 +90,48 @@ impl World {
     }
 
     pub(super) fn build_replicas(self: &Arc<Self>) {
-        let handle = Handle::current();
         let members: BTreeMap<NodeId, SocketAddr> = self
             .replicas()
             .into_iter()
             .map(|i| (i, replica_addr(i)))
             .collect();
         for id in self.replicas() {
-            let w = self.clone();
             let members = members.clone();
-            let node = handle
-                .create_node()
-                .name(format!("n{id}"))
-                .ip(replica_addr(id).ip())
-                .init(move || {
-                    let w = w.clone();
-                    let members = members.clone();
-                    async move {
-                        let (disk, rng_seed) = w.incarnate(id);
-                        let ckpt_ms = w.checkpoint_interval_ms();
-                        let cfg = ReplicaConfig {
-                            id,
-                            members,
-                            tick_ms: 10,
-                            knobs: w.knobs.clone(),
-                            rng_seed,
-                            link: LinkConfig::default(),
-                            fsync_ms: 1,
-                            page_service: page_service_addr(),
-                            checkpoint_interval_ms: ckpt_ms,
-                            pickup_interval_ms: (ckpt_ms / 2).clamp(50, 500),
-                            failpoints: w.failpoints.clone(),
-                            failpoint_seed: rng_seed ^ 0x6661_696c,
-                            drain_workers: w.scn.drain_workers.unwrap_or(2),
-                            kms: kms_addr(),
-                            keystore: w.genesis.clone(),
-                        };
-                        engine::replica::run(cfg, Arc::new(disk), w.clone()).await
-                    }
-                })
-                .build();
-            self.lock().slots.entry(id).or_default().madsim_id = Some(node.id());
+            let ip = replica_addr(id).ip();
+            self.build_node(id, format!("n{id}"), ip, move |w| {
+                let members = members.clone();
+                async move {
+                    let (disk, rng_seed) = w.incarnate(id);
+                    let cfg = w.replica_config(id, members, rng_seed);
+                    engine::replica::run(cfg, Arc::new(disk), w.clone()).await
+                }
+            });
+        }
+    }
+
+    fn replica_config(
+        &self,
+        id: NodeId,
+        members: BTreeMap<NodeId, SocketAddr>,
+        rng_seed: u64,
+    ) -> ReplicaConfig {
+        let ckpt_ms = self.checkpoint_interval_ms();
+        ReplicaConfig {
+            id,
+            members,
+            tick_ms: 10,
+            knobs: self.knobs.clone(),
+            rng_seed,
+            link: LinkConfig::default(),
+            fsync_ms: 1,
+            page_service: page_service_addr(),
+            checkpoint_interval_ms: ckpt_ms,
+            pickup_interval_ms: (ckpt_ms / 2).clamp(50, 500),
+            failpoints: self.failpoints.clone(),
+            failpoint_seed: rng_seed ^ 0x6661_696c,
+            drain_workers: self.scn.drain_workers.unwrap_or(2),
+            kms: kms_addr(),
+            keystore: self.genesis.clone(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use engine::{Knobs, KnownBug};
-use reports::{SeedReport, ViolationKind};
+use reports::{SeedReport, TraceEvent, Violation, ViolationKind};
 use sim::runner::{sweep, Sweep, SweepResult};
 use sim::scenario::Scenario;
 
@@ -80,4 +80,76 @@ pub fn stderr(o: &std::process::Output) -> String {
 
 pub fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The seed's first node abort and the node it names (panics with the violations when none).
+pub fn node_abort(f: &SeedReport) -> (&Violation, String) {
+    let abort = f
+        .violations
+        .iter()
+        .find(|v| v.kind == ViolationKind::NodeAbort)
+        .unwrap_or_else(|| panic!("seed {}: no node abort in {:#?}", f.seed, f.violations));
+    let node = abort.node.clone().expect("an abort names its node");
+    (abort, node)
+}
+
+/// Asserts that the abort's message contains every one of `parts`.
+pub fn assert_abort_says(f: &SeedReport, abort: &Violation, parts: &[&str]) {
+    assert!(
+        parts.iter().all(|p| abort.message.contains(p)),
+        "seed {}: {}",
+        f.seed,
+        abort.message
+    );
+}
+
+/// Asserts that the causal excerpt holds an event of `node` matching `cause` before that
+/// node's abort; `what` names the cause in the failure message.
+pub fn assert_before_abort(
+    f: &SeedReport,
+    node: &str,
+    what: &str,
+    cause: impl Fn(&TraceEvent) -> bool,
+) {
+    let caused = f.causal.iter().position(|e| e.node == node && cause(e));
+    let aborted = f
+        .causal
+        .iter()
+        .position(|e| e.node == node && e.kind == "abort");
+    assert!(
+        matches!((caused, aborted), (Some(a), Some(b)) if a < b),
+        "seed {}: {what} {caused:?} abort {aborted:?} in {:#?}",
+        f.seed,
+        f.causal
+    );
+}
+
+/// Asserts that at least `least` seeds of the sweep of `name` entered race window `w`.
+pub fn assert_window(r: &SweepResult, name: &str, w: &str, least: u64) {
+    let reached = r.report.windows.get(w).copied().unwrap_or(0);
+    assert!(
+        reached >= least,
+        "{name}: window {w} reached in {reached}/{} seeds, want {least}",
+        r.report.seeds_run
+    );
+}
+
+/// Whether violation `v` is of `kind` and its message contains `pattern`.
+pub fn says(v: &Violation, kind: ViolationKind, pattern: &str) -> bool {
+    v.kind == kind && v.message.contains(pattern)
+}
+
+/// Whether the seed has a violation of `kind` whose message contains `pattern`.
+pub fn has_violation(f: &SeedReport, kind: ViolationKind, pattern: &str) -> bool {
+    f.violations.iter().any(|v| says(v, kind, pattern))
+}
+
+/// Asserts that at least `least` seeds of the sweep failed.
+pub fn assert_fails_at_least(r: &SweepResult, least: usize) {
+    let failed = r.report.failures.len();
+    assert!(
+        failed >= least,
+        "only {failed}/{} seeds failed",
+        r.report.seeds_run
+    );
 }
