@@ -29,12 +29,14 @@ struct Digest {
 }
 
 impl Digest {
+    // Wrapping both ways: a digest that went wrong must read as "different" (and send the
+    // comparison down the authoritative path), never panic the harness.
     fn add(&mut self, key: &str, value: &[u8]) {
-        self.count += 1;
+        self.count = self.count.wrapping_add(1);
         self.sum = self.sum.wrapping_add(doc_hash(key, value));
     }
     fn remove(&mut self, key: &str, value: &[u8]) {
-        self.count -= 1;
+        self.count = self.count.wrapping_sub(1);
         self.sum = self.sum.wrapping_sub(doc_hash(key, value));
     }
 }
