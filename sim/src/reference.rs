@@ -122,16 +122,21 @@ fn one_line(s: &str) -> String {
         .replace('|', "\\|")
 }
 
-/// `| field | type | required or default | description |` for an object schema.
-fn field_table(obj: &Value, skip: &[&str]) -> String {
-    let empty = Map::new();
-    let props = obj["properties"].as_object().unwrap_or(&empty);
-    let required: Vec<&str> = obj["required"]
+/// The names an object schema lists as required.
+fn required_fields(obj: &Value) -> Vec<&str> {
+    obj["required"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
+        .collect()
+}
+
+/// `| field | type | required or default | description |` for an object schema.
+fn field_table(obj: &Value, skip: &[&str]) -> String {
+    let empty = Map::new();
+    let props = obj["properties"].as_object().unwrap_or(&empty);
+    let required = required_fields(obj);
     let mut out = String::from("| field | type | default | description |\n|---|---|---|---|\n");
     for (name, p) in props {
         if skip.contains(&name.as_str()) {
@@ -287,12 +292,7 @@ pub fn explain(term: &str) -> Result<String, String> {
         .collect();
     let mut found = Vec::new();
     for (prefix, obj) in &objects {
-        let required: Vec<&str> = obj["required"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let required = required_fields(obj);
         for (name, p) in obj["properties"].as_object().into_iter().flatten() {
             let full = format!("{prefix}{name}");
             if name == "action" || (term != full && term != name) {
@@ -433,12 +433,7 @@ fn name_lists(schema: &Value) -> Vec<(&'static str, Vec<String>)> {
 
 /// `  name (type, required or default): description` per field.
 fn field_lines(obj: &Value, skip: &[&str]) -> String {
-    let required: Vec<&str> = obj["required"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let required = required_fields(obj);
     let mut out = String::new();
     for (name, p) in obj["properties"].as_object().into_iter().flatten() {
         if skip.contains(&name.as_str()) {
