@@ -163,13 +163,17 @@ impl Profile {
             .map(|_| {
                 let (t0, c0) = (thread_cpu_ns(), cycles());
                 let mut x = 0u64;
-                while thread_cpu_ns() < t0 + 300_000 {
+                // Bounded, in case the clock is unavailable (it then reads 0 throughout).
+                for _ in 0..10_000 {
+                    if thread_cpu_ns() >= t0 + 300_000 {
+                        break;
+                    }
                     for i in 0..200u64 {
                         x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
                     }
                 }
                 let (t1, c1) = (thread_cpu_ns(), cycles());
-                (t1 - t0) as f64 / (c1.saturating_sub(c0)).max(1) as f64
+                t1.saturating_sub(t0) as f64 / (c1.saturating_sub(c0)).max(1) as f64
             })
             .fold(0.0, f64::max);
         Profile {
@@ -191,7 +195,7 @@ impl Profile {
     }
 
     /// Whether this call is the one in `SAMPLE_EVERY` to time (`time_sampled`, or an event
-    /// whose nested buckets are all timed with `time_scaled`).
+    /// whose nested buckets are all timed with `time_short`).
     pub fn take_sample(&self, bucket: Bucket) -> bool {
         // Pseudo-random, not every SAMPLE_EVERY-th call: the harness's events come in patterns
         // (a commit, its applies, its replies) that a fixed stride would alias with. The
@@ -286,6 +290,26 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(thread_cpu_ns() > a, "CPU time moves forward");
+    }
+
+    #[test]
+    fn short_stretches_are_timed_by_the_calibrated_cycle_counter() {
+        let p = Profile::calibrated();
+        assert!(
+            p.ns_per_cycle > 0.05 && p.ns_per_cycle < 5.0,
+            "a counter between 0.2 and 20 GHz: {} ns per cycle",
+            p.ns_per_cycle
+        );
+        let work = || std::hint::black_box((0..20_000u64).map(|i| i ^ 7).sum::<u64>());
+        // Twenty stretches: a preempted one is dropped, not all twenty.
+        for _ in 0..20 {
+            p.time_short(Bucket::Disk, 1, work);
+        }
+        let disk_ns = p.split(u64::MAX).disk_ns;
+        assert!(
+            disk_ns > 0 && disk_ns < 20 * SHORT_STRETCH_MAX_NS,
+            "{disk_ns}"
+        );
     }
 
     #[test]
