@@ -1,6 +1,9 @@
 //! The engine stays readable: no source file over 800 lines and no function over 100 lines in
 //! `engine/src`, tests apart (`tests.rs` files and everything from a `#[cfg(test)]` line on).
 
+mod source;
+use source::code_only;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -29,37 +32,7 @@ fn code_lines(text: &str) -> Vec<String> {
         Some(i) => &text[..i],
         None => text,
     };
-    let c: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(c.len());
-    let mut i = 0;
-    while i < c.len() {
-        let at = |k: usize| c.get(k).copied().unwrap_or('\0');
-        if c[i] == '/' && at(i + 1) == '/' {
-            while i < c.len() && c[i] != '\n' {
-                i += 1;
-            }
-        } else if c[i] == '"' {
-            i += 1;
-            while i < c.len() && c[i] != '"' {
-                if c[i] == '\\' {
-                    i += 1;
-                }
-                if at(i) == '\n' {
-                    out.push('\n');
-                }
-                i += 1;
-            }
-            i += 1;
-            out.push_str("\"\"");
-        } else if c[i] == '\'' && (at(i + 2) == '\'' || (at(i + 1) == '\\' && at(i + 3) == '\'')) {
-            i += if at(i + 1) == '\\' { 4 } else { 3 };
-            out.push_str("' '");
-        } else {
-            out.push(c[i]);
-            i += 1;
-        }
-    }
-    out.lines().map(str::to_string).collect()
+    code_only(text).lines().map(str::to_string).collect()
 }
 
 /// Each function's name and length in lines (its signature through its closing brace).
