@@ -208,19 +208,10 @@ impl Profile {
         x % SAMPLE_EVERY == 0
     }
 
-    /// Runs `f`, charging `scale` times its CPU time to `bucket` (one sampled call standing for
-    /// `scale` calls).
-    pub fn time_scaled<T>(prof: &Profile, bucket: Bucket, scale: u64, f: impl FnOnce() -> T) -> T {
-        let start = thread_cpu_ns();
-        let out = f();
-        let spent = (thread_cpu_ns().saturating_sub(start)).saturating_sub(prof.clock_ns) * scale;
-        prof.account(bucket, spent);
-        out
-    }
-
-    /// Like `time_scaled`, for stretches of a microsecond or so: timed with the cycle counter,
-    /// because a system call before such a stretch slows it down (the kernel entry flushes
-    /// what the CPU had warmed up) by as much as the stretch itself costs.
+    /// Runs `f`, charging `scale` times its time to `bucket` (one sampled call standing for
+    /// `scale` calls). For stretches of a microsecond or so, so timed with the cycle counter:
+    /// a thread-clock read is a system call, and the kernel entry slows the stretch after it
+    /// (it flushes what the CPU had warmed up) by as much as the stretch itself costs.
     pub fn time_short<T>(&self, bucket: Bucket, scale: u64, f: impl FnOnce() -> T) -> T {
         let start = cycles();
         let out = f();
@@ -236,12 +227,15 @@ impl Profile {
         out
     }
 
-    /// Runs `f`, charging its CPU time to `bucket` when profiling.
+    /// Runs `f`, charging its CPU time (by the thread clock: for long stretches, whole
+    /// phases) to `bucket` when profiling.
     pub fn time<T>(p: Option<&Profile>, bucket: Bucket, f: impl FnOnce() -> T) -> T {
-        match p {
-            Some(prof) => Profile::time_scaled(prof, bucket, 1, f),
-            None => f(),
-        }
+        let Some(prof) = p else { return f() };
+        let start = thread_cpu_ns();
+        let out = f();
+        let spent = thread_cpu_ns().saturating_sub(start);
+        prof.account(bucket, spent.saturating_sub(prof.clock_ns));
+        out
     }
 
     fn account(&self, bucket: Bucket, spent: u64) {

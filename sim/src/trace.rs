@@ -57,10 +57,6 @@ struct Line {
     detail: String,
 }
 
-fn is_causal(kind: &str) -> bool {
-    CAUSAL_KINDS.contains(&kind)
-}
-
 impl Trace {
     pub fn new(keep_full: bool) -> Self {
         Trace {
@@ -96,7 +92,7 @@ impl Trace {
         if let Some(full) = &mut self.full {
             full.push(line.clone());
         }
-        if is_causal(kind) {
+        if CAUSAL_KINDS.contains(&kind) {
             if self.causal.len() == CAUSAL_KEPT {
                 self.causal.pop_front();
             }
