@@ -213,23 +213,31 @@ fn load(name: &str) -> Result<Scenario, BenchError> {
 }
 
 /// Runs `seeds` of `scn` one at a time, then the first `profiled` of them again with profiling
-/// for the CPU split (a separate pass, so the timed runs pay nothing for it).
+/// for the CPU split (a separate pass, so the timed runs pay nothing for it), then the same
+/// seeds with no checks, for the checkers' share by difference.
 pub fn speed(scn: Scenario, seeds: u64, profiled: u64) -> SpeedFigure {
     let scn = Arc::new(scn);
     let knobs = Knobs::new(scn.bugs());
+    let run = |scn: &Arc<Scenario>, seed: u64, profile: bool| {
+        let opts = SeedOptions {
+            profile,
+            ..SeedOptions::default()
+        };
+        run_seed(
+            scn.clone(),
+            seed,
+            knobs.clone(),
+            opts,
+            replay_command(&scn.name, seed, &knobs),
+        )
+    };
     let (mut walls, mut accels) = (vec![], vec![]);
     let (mut events, mut ops, mut total_wall) = (0u64, 0u64, 0.0);
     let (mut datagrams, mut sim_ms) = (0u64, 0u64);
     let cpu_start = process_cpu_ns();
     for seed in 1..=seeds {
         let start = Instant::now();
-        let r = run_seed(
-            scn.clone(),
-            seed,
-            knobs.clone(),
-            SeedOptions::default(),
-            replay_command(&scn.name, seed, &knobs),
-        );
+        let r = run(&scn, seed, false);
         let wall = start.elapsed().as_secs_f64();
         walls.push(wall);
         accels.push(r.report.sim_ms as f64 / 1000.0 / wall);
@@ -242,17 +250,7 @@ pub fn speed(scn: Scenario, seeds: u64, profiled: u64) -> SpeedFigure {
     let checked_cpu_ns = process_cpu_ns().saturating_sub(cpu_start);
     let mut split = CpuSplit::default();
     for seed in 1..=profiled {
-        let r = run_seed(
-            scn.clone(),
-            seed,
-            knobs.clone(),
-            SeedOptions {
-                profile: true,
-                ..SeedOptions::default()
-            },
-            replay_command(&scn.name, seed, &knobs),
-        );
-        split = split.plus(&r.cpu.unwrap_or_default());
+        split = split.plus(&run(&scn, seed, true).cpu.unwrap_or_default());
     }
     let share = |part: u64| part as f64 / split.total_ns.max(1) as f64;
     // The same seeds with no checks at all: what the checkers cost, by difference (the profile
@@ -263,13 +261,7 @@ pub fn speed(scn: Scenario, seeds: u64, profiled: u64) -> SpeedFigure {
     });
     let cpu_start = process_cpu_ns();
     for seed in 1..=seeds {
-        run_seed(
-            bare.clone(),
-            seed,
-            knobs.clone(),
-            SeedOptions::default(),
-            replay_command(&bare.name, seed, &knobs),
-        );
+        run(&bare, seed, false);
     }
     let bare_cpu_ns = process_cpu_ns().saturating_sub(cpu_start);
     SpeedFigure {
@@ -303,7 +295,7 @@ pub fn floor(scn: &Scenario, measured: &SpeedFigure, seeds: u64) -> FloorFigure 
         clients: scn.workload.clients,
         ops_per_sec: scn.workload.ops_per_sec,
         datagrams_per_sim_s: measured.datagrams_per_sim_s,
-        tick_ms: 10,
+        tick_ms: crate::world::REPLICA_TICK_MS,
         duration_ms: scn.duration_ms,
         latency_ms: scn.network.latency_ms,
     };

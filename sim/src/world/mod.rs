@@ -19,7 +19,7 @@ mod phases;
 
 pub use crate::check::snapshot::{node_name, op_summary, NodeSnapshot, PagesSnapshot};
 pub use crate::check::windows::*;
-pub use nodes::{kms_addr, page_service_addr, replica_addr, CLIENT_IP};
+pub use nodes::{kms_addr, page_service_addr, replica_addr, CLIENT_IP, REPLICA_TICK_MS};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

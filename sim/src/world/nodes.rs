@@ -22,6 +22,9 @@ pub fn kms_addr() -> SocketAddr {
     )
 }
 
+/// How often a replica's raft ticks (the bench's simulator floor ticks as often).
+pub const REPLICA_TICK_MS: u64 = 10;
+
 impl World {
     /// The one way the world builds a node: `name` at `ip`, recorded in the slot of `id`. Every
     /// incarnation runs `serve(world)`: the first, and each restart (madsim restarts a node by
@@ -119,7 +122,7 @@ impl World {
         ReplicaConfig {
             id,
             members,
-            tick_ms: 10,
+            tick_ms: REPLICA_TICK_MS,
             knobs: self.knobs.clone(),
             rng_seed,
             link: LinkConfig::default(),
