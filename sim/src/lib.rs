@@ -14,6 +14,7 @@ pub mod reference;
 pub mod runner;
 pub mod scenario;
 pub mod shrink;
+pub mod sut;
 pub mod trace;
 pub mod workload;
 pub mod world;

@@ -7,6 +7,8 @@
 pub mod clients;
 pub mod dbhash;
 pub mod history;
+pub mod hosted;
+pub mod hosted_checks;
 pub mod keystores;
 pub mod linearizability;
 pub mod liveness;

@@ -81,6 +81,10 @@ pub struct Scenario {
     /// One line shown by `faultline list`.
     #[serde(default)]
     pub description: String,
+    /// The system under test: omitted for the shipped engine, or the name of a hosted system
+    /// registered in this binary (`openraft` in `systems/openraft/run.sh`'s build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
     /// Raft replicas in the cluster (nodes `n1`..`nN`).
     #[serde(default = "d_replicas")]
     pub replicas: u8,
