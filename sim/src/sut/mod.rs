@@ -40,7 +40,12 @@ pub fn addr_of(node: u8) -> SocketAddr {
 
 /// Client `c`'s IP (each client is its own madsim node).
 pub fn client_ip(client: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 1 + (client / 250) as u8, 1 + (client % 250) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        10,
+        0,
+        1 + (client / 250) as u8,
+        1 + (client % 250) as u8,
+    ))
 }
 
 /// A system that can be hosted: a factory of one seed's cluster.
@@ -135,10 +140,17 @@ impl Obs {
 /// write that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvOp {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
     /// A read the system must answer linearizably (through its log or a leader lease).
-    Get { key: String },
+    Get {
+        key: String,
+    },
 }
 
 /// An operation with its identity (client, sequence number): the same on every retry.
@@ -203,6 +215,10 @@ pub fn find(name: &str) -> Option<Arc<dyn System>> {
 /// Names of the registered systems.
 pub fn registered() -> Vec<String> {
     SYSTEMS.get().map_or(vec![], |s| {
-        s.read().unwrap().iter().map(|s| s.name().to_string()).collect()
+        s.read()
+            .unwrap()
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect()
     })
 }
