@@ -164,6 +164,7 @@ async fn tracked(
         returned_us: None,
         ack: None,
         read: None,
+        failed: false,
     });
     let outcome = client.write(op).await;
     w.complete_op(handle, &outcome);

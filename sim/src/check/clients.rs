@@ -110,10 +110,15 @@ pub struct ClientOp {
     pub ack: Option<(Index, Term)>,
     /// What an acknowledged read returned.
     pub read: Option<Option<Vec<u8>>>,
+    /// The system told the client it certainly did not take effect (a hosted system's
+    /// `Failed` outcome; the checkers hold it to that). Never set for the engine, whose client
+    /// retries until acknowledged or out of time.
+    pub failed: bool,
 }
 
 impl ClientOp {
-    fn describe(&self) -> String {
+    /// `put kv/k5 (client 3, op 17)`.
+    pub(super) fn describe(&self) -> String {
         let doc = match &self.key {
             Some(k) => format!("{}/{k}", self.collection),
             None => self.collection.clone(),
@@ -185,7 +190,7 @@ pub fn check_acks(
 }
 
 /// One violation per check with the first examples, so a broken run does not flood the report.
-fn summarize(
+pub(super) fn summarize(
     kind: ViolationKind,
     node: Option<String>,
     at_ms: u64,
@@ -371,8 +376,8 @@ pub fn check_durability(
 }
 
 /// The history as the report's timeline draws it: `named` lists (operation, violation kind)
-/// pairs the checkers' findings name. No operation ends definitely refused (`failed`): the
-/// engine's client retries until acknowledged or out of time.
+/// pairs the checkers' findings name. Only a hosted system's operations end definitely refused
+/// (`failed`): the engine's client retries until acknowledged or out of time.
 pub fn for_report(ops: &[ClientOp], named: &[(usize, ViolationKind)]) -> Vec<reports::ClientOp> {
     let mut by_op: BTreeMap<usize, Vec<ViolationKind>> = BTreeMap::new();
     for (i, kind) in named {
@@ -397,6 +402,8 @@ pub fn for_report(ops: &[ClientOp], named: &[(usize, ViolationKind)]) -> Vec<rep
             completed_us: op.acked_us.or(op.returned_us),
             outcome: if op.acked_us.is_some() {
                 reports::OpOutcome::Ok
+            } else if op.failed {
+                reports::OpOutcome::Failed
             } else {
                 reports::OpOutcome::Unknown
             },
