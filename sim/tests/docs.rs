@@ -375,8 +375,16 @@ fn explain_covers_every_field_and_action() {
                 r#"{{"name": "x", "duration_ms": 10000, "timeline": [{}]}}"#,
                 example.trim()
             );
-            sim::scenario::Scenario::parse(&scenario, "example.json")
-                .unwrap_or_else(|e| panic!("{term}: its example does not parse: {e}"));
+            match sim::scenario::Scenario::parse(&scenario, "example.json") {
+                Ok(_) => {}
+                // A hosted-only action (`link_latency`, `hold_flushes`): the engine refuses it,
+                // so check it is a well-formed item.
+                Err(e) if e.message.contains("available for hosted systems only") => {
+                    serde_json::from_str::<sim::scenario::TimelineItem>(example.trim())
+                        .unwrap_or_else(|e| panic!("{term}: its example does not parse: {e}"));
+                }
+                Err(e) => panic!("{term}: its example does not parse: {e}"),
+            }
         }
     }
     assert!(sim::reference::explain("partiton")
