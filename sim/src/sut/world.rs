@@ -197,6 +197,9 @@ impl HWorld {
                     if let Some(w) = w {
                         let ctx = w.node_ctx(n);
                         w.cluster.start(ctx).await;
+                        // madsim ends a node when its init task returns (it kills every task
+                        // the node spawned): the node lives on until the harness kills it.
+                        std::future::pending::<()>().await;
                     }
                 }
             })
