@@ -14,133 +14,11 @@ use super::*;
 pub fn judge(scn: &Scenario, report: &RunReport) -> (bool, String) {
     let e = &scn.expect;
     let n = report.seeds_run;
-    let scaled_note = |stated: u64, need: u64| {
-        if need == stated {
-            String::new()
-        } else {
-            format!(", {stated} of {} scaled to {n} seeds", e.ci_seeds())
-        }
-    };
     let mut problems: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     match e.verdict {
-        Verdict::Pass => {
-            if !report.passed() {
-                let seeds: Vec<String> =
-                    report.failures.iter().map(|f| f.seed.to_string()).collect();
-                problems.push(format!(
-                    "expected every seed to pass; failing seeds: {} (kinds: {})",
-                    seeds.join(", "),
-                    reports::text::join_kinds(&report.all_kinds())
-                ));
-            } else {
-                notes.push(format!("all {n} seeds passed"));
-            }
-            let p = &report.progress;
-            let clients = scn.workload.clients > 0;
-            let min_ops = e.min_ops_acked_fault_phase.unwrap_or(u64::from(clients));
-            if n > 0 && min_ops > 0 {
-                if p.ops_acked_fault_phase_min < min_ops {
-                    problems.push(format!(
-                        "{} progress under faults: seed {} acknowledged {} op(s) while faults ran, \
-                         need {min_ops} per seed (min_ops_acked_fault_phase); {} of {n} seeds \
-                         acknowledged none",
-                        if p.ops_acked_fault_phase_min == 0 { "no" } else { "too little" },
-                        p.ops_acked_fault_phase_min_seed,
-                        p.ops_acked_fault_phase_min,
-                        p.seeds_without_fault_phase_acks
-                    ));
-                } else {
-                    notes.push(format!(
-                        ">= {} ops acked under faults per seed",
-                        p.ops_acked_fault_phase_min
-                    ));
-                }
-            }
-            let reads = clients && scn.workload.mix.is_none_or(|m| m.reads_per_mille > 0);
-            if n > 0 && reads {
-                if p.reads_acked_fault_phase == 0 {
-                    problems.push(format!(
-                        "no reads checked: the workload reads, but none of {n} seeds acknowledged \
-                         a read while faults ran"
-                    ));
-                } else {
-                    notes.push(format!("{} reads", p.reads_acked_fault_phase));
-                }
-            }
-            if n > 0 && scn.has_check(scenario::Check::Model) {
-                if p.model_checks == 0 {
-                    problems.push(format!(
-                        "no model checks: the `model` check is on, but none of {n} seeds compared \
-                         a replica with the reference model"
-                    ));
-                } else {
-                    notes.push(format!("{} model checks", p.model_checks));
-                }
-            }
-        }
-        Verdict::Fail => {
-            let what = expect_finding(e);
-            let stated = e.min_found.unwrap_or(1);
-            let need = e.scaled(stated, n).max(1);
-            let mut found = 0u64;
-            let mut unexpected: Vec<String> = Vec::new();
-            for f in &report.failures {
-                if f.violations
-                    .iter()
-                    .any(|v| e.is_finding(v.kind, &v.message))
-                {
-                    found += 1;
-                }
-                if let Some(v) = f.violations.iter().find(|v| !e.tolerates(v.kind)) {
-                    unexpected.push(format!(
-                        "unexpected kind {} on seed {}: {}",
-                        v.kind,
-                        f.seed,
-                        reports::text::violation_line(v)
-                            .chars()
-                            .take(240)
-                            .collect::<String>()
-                    ));
-                }
-            }
-            if found < need {
-                // Say what was found instead: the first message of each kind.
-                let mut seen: Vec<ViolationKind> = Vec::new();
-                let mut instead: Vec<String> = Vec::new();
-                for v in report.failures.iter().flat_map(|f| f.violations.iter()) {
-                    if !seen.contains(&v.kind) {
-                        seen.push(v.kind);
-                        let m: String = v.message.chars().take(120).collect();
-                        instead.push(format!("{} \"{m}\"", v.kind));
-                    }
-                }
-                problems.push(format!(
-                    "expected {what} in at least {need} of {n} seeds{}; found in {found} \
-                     (failing seeds: {}; found instead: {})",
-                    scaled_note(stated, need),
-                    report.seeds_failed(),
-                    if instead.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        instead.join("; ")
-                    }
-                ));
-            } else {
-                notes.push(format!(
-                    "found {what} in {found} of {n} seeds (need {need}; kinds: {})",
-                    reports::text::join_kinds(&report.all_kinds())
-                ));
-            }
-            let k = unexpected.len();
-            if let Some(first) = unexpected.into_iter().next() {
-                problems.push(if k > 1 {
-                    format!("{first} (and {} more seeds)", k - 1)
-                } else {
-                    first
-                });
-            }
-        }
+        Verdict::Pass => judge_pass(scn, report, &mut problems, &mut notes),
+        Verdict::Fail => judge_fail(scn, report, &mut problems, &mut notes),
     }
     let mut windows: Vec<String> = Vec::new();
     for (w, &stated) in &e.windows {
@@ -149,7 +27,7 @@ pub fn judge(scn: &Scenario, report: &RunReport) -> (bool, String) {
         if got < need {
             problems.push(format!(
                 "race window {w} entered by {got} of {n} seeds, need {need}{}",
-                scaled_note(stated, need)
+                scaled_note(e, n, stated, need)
             ));
         } else {
             windows.push(format!("{w} {got}/{n} (min {need})"));
@@ -162,6 +40,153 @@ pub fn judge(scn: &Scenario, report: &RunReport) -> (bool, String) {
         (true, notes.join("; "))
     } else {
         (false, problems.join("; "))
+    }
+}
+
+/// `, 2 of 10 scaled to 4 seeds` when a minimum was scaled to the seeds run, else nothing.
+fn scaled_note(e: &scenario::Expect, n: u64, stated: u64, need: u64) -> String {
+    if need == stated {
+        String::new()
+    } else {
+        format!(", {stated} of {} scaled to {n} seeds", e.ci_seeds())
+    }
+}
+
+/// A `pass` expectation: every seed passed, with progress under faults, reads and model checks.
+fn judge_pass(
+    scn: &Scenario,
+    report: &RunReport,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    let e = &scn.expect;
+    let n = report.seeds_run;
+    if !report.passed() {
+        let seeds: Vec<String> = report.failures.iter().map(|f| f.seed.to_string()).collect();
+        problems.push(format!(
+            "expected every seed to pass; failing seeds: {} (kinds: {})",
+            seeds.join(", "),
+            reports::text::join_kinds(&report.all_kinds())
+        ));
+    } else {
+        notes.push(format!("all {n} seeds passed"));
+    }
+    let p = &report.progress;
+    let clients = scn.workload.clients > 0;
+    let min_ops = e.min_ops_acked_fault_phase.unwrap_or(u64::from(clients));
+    if n > 0 && min_ops > 0 {
+        if p.ops_acked_fault_phase_min < min_ops {
+            problems.push(format!(
+                "{} progress under faults: seed {} acknowledged {} op(s) while faults ran, \
+                 need {min_ops} per seed (min_ops_acked_fault_phase); {} of {n} seeds \
+                 acknowledged none",
+                if p.ops_acked_fault_phase_min == 0 {
+                    "no"
+                } else {
+                    "too little"
+                },
+                p.ops_acked_fault_phase_min_seed,
+                p.ops_acked_fault_phase_min,
+                p.seeds_without_fault_phase_acks
+            ));
+        } else {
+            notes.push(format!(
+                ">= {} ops acked under faults per seed",
+                p.ops_acked_fault_phase_min
+            ));
+        }
+    }
+    let reads = clients && scn.workload.mix.is_none_or(|m| m.reads_per_mille > 0);
+    if n > 0 && reads {
+        if p.reads_acked_fault_phase == 0 {
+            problems.push(format!(
+                "no reads checked: the workload reads, but none of {n} seeds acknowledged \
+                 a read while faults ran"
+            ));
+        } else {
+            notes.push(format!("{} reads", p.reads_acked_fault_phase));
+        }
+    }
+    if n > 0 && scn.has_check(scenario::Check::Model) {
+        if p.model_checks == 0 {
+            problems.push(format!(
+                "no model checks: the `model` check is on, but none of {n} seeds compared \
+                 a replica with the reference model"
+            ));
+        } else {
+            notes.push(format!("{} model checks", p.model_checks));
+        }
+    }
+}
+
+/// A `fail` expectation: the finding in enough seeds, and no kind outside `kinds` and `also`.
+fn judge_fail(
+    scn: &Scenario,
+    report: &RunReport,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    let e = &scn.expect;
+    let n = report.seeds_run;
+    let what = expect_finding(e);
+    let stated = e.min_found.unwrap_or(1);
+    let need = e.scaled(stated, n).max(1);
+    let mut found = 0u64;
+    let mut unexpected: Vec<String> = Vec::new();
+    for f in &report.failures {
+        if f.violations
+            .iter()
+            .any(|v| e.is_finding(v.kind, &v.message))
+        {
+            found += 1;
+        }
+        if let Some(v) = f.violations.iter().find(|v| !e.tolerates(v.kind)) {
+            unexpected.push(format!(
+                "unexpected kind {} on seed {}: {}",
+                v.kind,
+                f.seed,
+                reports::text::violation_line(v)
+                    .chars()
+                    .take(240)
+                    .collect::<String>()
+            ));
+        }
+    }
+    if found < need {
+        // Say what was found instead: the first message of each kind.
+        let mut seen: Vec<ViolationKind> = Vec::new();
+        let mut instead: Vec<String> = Vec::new();
+        for v in report.failures.iter().flat_map(|f| f.violations.iter()) {
+            if !seen.contains(&v.kind) {
+                seen.push(v.kind);
+                let m: String = v.message.chars().take(120).collect();
+                instead.push(format!("{} \"{m}\"", v.kind));
+            }
+        }
+        problems.push(format!(
+            "expected {what} in at least {need} of {n} seeds{}; found in {found} \
+             (failing seeds: {}; found instead: {})",
+            scaled_note(e, n, stated, need),
+            report.seeds_failed(),
+            if instead.is_empty() {
+                "nothing".to_string()
+            } else {
+                instead.join("; ")
+            }
+        ));
+    } else {
+        notes.push(format!(
+            "found {what} in {found} of {n} seeds (need {need}; kinds: {})",
+            reports::text::join_kinds(&report.all_kinds())
+        ));
+    }
+    let k = unexpected.len();
+    if let Some(first) = unexpected.into_iter().next() {
+        problems.push(if k > 1 {
+            format!("{first} (and {} more seeds)", k - 1)
+        } else {
+            first
+        });
     }
 }
 

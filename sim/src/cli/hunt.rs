@@ -67,8 +67,20 @@ pub(super) fn hunt(a: &HuntArgs) -> Result<i32, UsageError> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(code);
     }
+    print_hunt(a, &h, completed.as_ref(), &knobs, secs);
+    Ok(code)
+}
+
+/// The text result of a hunt: the finding, the interruption or that nothing was found.
+fn print_hunt(
+    a: &HuntArgs,
+    h: &runner::HuntResult,
+    completed: Option<&reports::Completed>,
+    knobs: &Knobs,
+    secs: f64,
+) {
     let last = a.seed + h.tried.saturating_sub(1);
-    let bugs = bug_names.join(", ");
+    let bugs = bug_names_of(knobs);
     match (&h.found, completed) {
         (Some(f), _) => {
             println!(
@@ -99,7 +111,7 @@ pub(super) fn hunt(a: &HuntArgs) -> Result<i32, UsageError> {
                 println!(
                     "resume: faultline hunt {} {} --seed {next} --max-seeds {}",
                     a.scenario,
-                    bug_flags(&knobs),
+                    bug_flags(knobs),
                     a.max_seeds - h.tried
                 );
             }
@@ -113,14 +125,19 @@ pub(super) fn hunt(a: &HuntArgs) -> Result<i32, UsageError> {
                 println!(
                     "more seeds: faultline hunt {} {} --seed {} --max-seeds {}",
                     a.scenario,
-                    bug_flags(&knobs),
+                    bug_flags(knobs),
                     last.saturating_add(1),
                     a.max_seeds
                 );
             }
         }
     }
-    Ok(code)
+}
+
+/// `a, b`: the knobs' names.
+fn bug_names_of(knobs: &Knobs) -> String {
+    let names: Vec<String> = knobs.iter().map(|b| b.to_string()).collect();
+    names.join(", ")
 }
 
 /// `--bug A --bug B`.

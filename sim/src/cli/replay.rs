@@ -119,44 +119,8 @@ pub(super) fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
         } else {
             now
         };
-        if let Some(t_ms) = o.around_ms {
-            let lo_us = t_ms.saturating_sub(o.window_ms).saturating_mul(1000);
-            let hi_us = t_ms.saturating_add(o.window_ms).saturating_mul(1000);
-            let window: Vec<&TraceEvent> = trace
-                .iter()
-                .filter(|e| (lo_us..=hi_us).contains(&e.at_us))
-                .collect();
-            println!(
-                "--- trace of seed {} within {} ms of {} ({} of {} events)",
-                f.seed,
-                o.window_ms,
-                reports::text::secs_ms(t_ms),
-                window.len(),
-                trace.len()
-            );
-            print!("{}", reports::text::trace_lines(window));
-        } else if o.trace {
-            println!("--- trace of seed {} ({} events)", f.seed, trace.len());
-            print!("{}", reports::text::trace_lines(trace));
-        }
-        if let Some(file) = &o.html {
-            write_file(
-                file,
-                reports::html::render_with_ops(&saved.scenario, shown, trace, ops).as_bytes(),
-            )?;
-            if !o.json {
-                println!("wrote {}", file.display());
-            }
-        }
-        if let Some(file) = &o.perfetto {
-            write_file(
-                file,
-                reports::perfetto::render_with_ops(&saved.scenario, shown, trace, ops).as_bytes(),
-            )?;
-            if !o.json {
-                println!("wrote {}", file.display());
-            }
-        }
+        print_trace(o, f.seed, trace);
+        write_renderings(o, &saved.scenario, shown, trace, ops)?;
         if now.trace_hash == f.trace_hash {
             if !o.json {
                 println!(
@@ -193,4 +157,57 @@ pub(super) fn replay(path: &Path, o: &ReplayOpts) -> Result<i32, UsageError> {
     // A mismatch outranks "reproduced": a different execution neither confirms nor refutes
     // the report, and a script must not read it as the bug still being there.
     Ok(if mismatch { EXIT_MISMATCH } else { code })
+}
+
+/// `--around T --window W` (the events within W ms of T) or `--trace` (every event).
+fn print_trace(o: &ReplayOpts, seed: u64, trace: &[TraceEvent]) {
+    if let Some(t_ms) = o.around_ms {
+        let lo_us = t_ms.saturating_sub(o.window_ms).saturating_mul(1000);
+        let hi_us = t_ms.saturating_add(o.window_ms).saturating_mul(1000);
+        let window: Vec<&TraceEvent> = trace
+            .iter()
+            .filter(|e| (lo_us..=hi_us).contains(&e.at_us))
+            .collect();
+        println!(
+            "--- trace of seed {} within {} ms of {} ({} of {} events)",
+            seed,
+            o.window_ms,
+            reports::text::secs_ms(t_ms),
+            window.len(),
+            trace.len()
+        );
+        print!("{}", reports::text::trace_lines(window));
+    } else if o.trace {
+        println!("--- trace of seed {} ({} events)", seed, trace.len());
+        print!("{}", reports::text::trace_lines(trace));
+    }
+}
+
+/// `--html` and `--perfetto` of one replayed seed (`shown`: the report that describes `trace`).
+fn write_renderings(
+    o: &ReplayOpts,
+    scenario: &str,
+    shown: &SeedReport,
+    trace: &[TraceEvent],
+    ops: &[reports::ClientOp],
+) -> Result<(), UsageError> {
+    if let Some(file) = &o.html {
+        write_file(
+            file,
+            reports::html::render_with_ops(scenario, shown, trace, ops).as_bytes(),
+        )?;
+        if !o.json {
+            println!("wrote {}", file.display());
+        }
+    }
+    if let Some(file) = &o.perfetto {
+        write_file(
+            file,
+            reports::perfetto::render_with_ops(scenario, shown, trace, ops).as_bytes(),
+        )?;
+        if !o.json {
+            println!("wrote {}", file.display());
+        }
+    }
+    Ok(())
 }

@@ -56,15 +56,7 @@ pub(super) fn shrink(a: &ShrinkArgs) -> Result<i32, UsageError> {
     let o = match shrunk {
         Ok(o) => o,
         Err(nr) => {
-            let now = if nr.found.is_empty() {
-                "it passes now".to_string()
-            } else {
-                format!("found [{}]", reports::text::join_kinds(&nr.found))
-            };
-            eprintln!(
-                "faultline: seed {seed} of {arg} does not fail with {kind} any more ({now}; trace {}, the report's {}): nothing to shrink",
-                nr.trace_hash, failed.trace_hash
-            );
+            not_reproduced(&arg, failed, kind, &nr);
             return Ok(EXIT_FAIL);
         }
     };
@@ -108,6 +100,24 @@ pub(super) fn shrink(a: &ShrinkArgs) -> Result<i32, UsageError> {
         Some(f) if f.failed() => EXIT_FAIL,
         _ => EXIT_PASS,
     })
+}
+
+/// Says why there is nothing to shrink: the seed does not fail with the kind any more.
+fn not_reproduced(
+    arg: &str,
+    failed: &SeedReport,
+    kind: ViolationKind,
+    nr: &crate::shrink::NotReproduced,
+) {
+    let now = if nr.found.is_empty() {
+        "it passes now".to_string()
+    } else {
+        format!("found [{}]", reports::text::join_kinds(&nr.found))
+    };
+    eprintln!(
+        "faultline: seed {} of {arg} does not fail with {kind} any more ({now}; trace {}, the report's {}): nothing to shrink",
+        failed.seed, nr.trace_hash, failed.trace_hash
+    );
 }
 
 /// The failing seed to shrink (`--seed`, else the report's first) and the kind that must keep
