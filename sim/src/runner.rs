@@ -266,6 +266,9 @@ pub fn sweep_with(s: &Sweep, c: &Control) -> SweepResult {
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 bar.seed_done(n, f, failed.then_some(&r.report));
                 acc.lock().unwrap().add(r, second, !c.summary_only);
+                if c.summary_only {
+                    release_free_memory();
+                }
             });
         }
     });
@@ -285,6 +288,18 @@ pub fn sweep_with(s: &Sweep, c: &Control) -> SweepResult {
     }
 }
 
+/// Hands the allocator's free pages back to the OS. A seed allocates and frees tens of MB on
+/// its own thread; glibc keeps what was freed in fragmented heaps, so without this a long sweep's
+/// resident set creeps up with the seeds run although nothing is leaked (heaptrack: ~2 kB left
+/// at exit after 200 chaos-mix seeds). No effect on what a seed does: trace hashes unchanged.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the OS; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// One seed of a sweep (the k-th), and its second run's hash when determinism is sampled.
 fn run_one(s: &Sweep, seed: u64, k: u64) -> (SeedResult, Option<String>) {
     let replay = replay_command(&s.scenario_arg, seed, &s.knobs);
@@ -300,7 +315,7 @@ fn run_one(s: &Sweep, seed: u64, k: u64) -> (SeedResult, Option<String>) {
         replay.clone(),
     );
     let every = s.determinism_every as u64;
-    let second = (every > 0 && k % every == 0).then(|| {
+    let second = (every > 0 && k.is_multiple_of(every)).then(|| {
         run_seed(s.scenario.clone(), seed, s.knobs.clone(), opts, replay)
             .report
             .trace_hash
