@@ -20,6 +20,6 @@ pub mod timeline;
 pub use error::ReportError;
 pub use fsutil::write_atomic;
 pub use model::{
-    CiCase, CiReport, ClientOp, OpOutcome, RunReport, SeedReport, Shard, TraceEvent, Violation,
-    ViolationKind, REPORT_SCHEMA_VERSION,
+    CiCase, CiReport, ClientOp, Completed, OpOutcome, RunReport, SeedReport, Shard, TraceEvent,
+    Violation, ViolationKind, REPORT_SCHEMA_VERSION,
 };

@@ -312,6 +312,42 @@ pub struct RunReport {
     /// shards of different sweeps, and names the missing ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<Shard>,
+    /// True when a signal (SIGINT, SIGTERM) stopped the sweep before every seed it was asked
+    /// for ran: the counts, windows and failures cover only the seeds `completed` names, and the
+    /// report is no verdict on the rest. Absent from a sweep that ran to its end.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub interrupted: bool,
+    /// With `interrupted`: the seeds that did complete, one entry per interrupted sweep (a
+    /// `merge` keeps each interrupted shard's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed: Vec<Completed>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What an interrupted sweep completed: the first `seeds` of the `planned` seeds of its
+/// sequence `first_seed`, `first_seed + step`, ... (seeds are handed out in that order and the
+/// ones in flight when the signal came were finished, so the completed seeds are a prefix).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    /// The signal that stopped it (`SIGINT`, `SIGTERM`).
+    pub signal: String,
+    /// The shard it was (`Shard::index`), for a sharded sweep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u64>,
+    /// Seeds the sweep was asked to run.
+    pub planned: u64,
+    /// Seeds that completed.
+    pub seeds: u64,
+    pub first_seed: u64,
+    /// 1, or the shard count of a sharded sweep.
+    pub step: u64,
+    /// The last seed that completed (`null` when none did).
+    pub last_seed: Option<u64>,
+    /// The first seed that did not run: where the sweep would resume.
+    pub next_seed: Option<u64>,
 }
 
 /// The format version `RunReport::new` writes (`schema_version` in every JSON report).
@@ -506,6 +542,9 @@ impl RunReport {
         self.kinds_found.dedup();
         self.shards.extend(other.shards);
         self.shards.sort();
+        self.interrupted |= other.interrupted;
+        self.completed.extend(other.completed);
+        self.completed.sort_by_key(|c| c.shard);
         Ok(())
     }
 
@@ -517,6 +556,14 @@ impl RunReport {
                 .filter(|i| !self.shards.iter().any(|m| m.index == *i))
                 .collect(),
         }
+    }
+
+    /// Seeds the report's sweeps were asked to run: `seeds_run` plus those an interruption
+    /// left unrun.
+    pub fn seeds_planned(&self) -> u64 {
+        self.completed.iter().fold(self.seeds_run, |n, c| {
+            n.saturating_add(c.planned.saturating_sub(c.seeds))
+        })
     }
 
     /// True when no seed failed. A run of zero seeds is vacuously passing; callers that need

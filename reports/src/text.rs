@@ -89,7 +89,42 @@ pub fn run_summary(report: &RunReport) -> String {
 
 /// The last line of [`run_summary`]: `PASS: N/N seeds` or
 /// `FAIL: K of N seeds failed (kinds: a, b)`.
+///
+/// An interrupted sweep never reads as a pass: `INTERRUPTED (SIGINT) after K of N seeds: ...`.
 pub fn verdict(report: &RunReport) -> String {
+    if report.interrupted {
+        let signals: Vec<&str> =
+            report
+                .completed
+                .iter()
+                .map(|c| c.signal.as_str())
+                .fold(Vec::new(), |mut v, s| {
+                    if !v.contains(&s) {
+                        v.push(s);
+                    }
+                    v
+                });
+        let planned = report.seeds_planned();
+        let found = if report.failures.is_empty() && report.seeds_failed() == 0 {
+            "none of them failed".to_string()
+        } else {
+            format!(
+                "{} failed (kinds: {})",
+                report.seeds_failed(),
+                join_kinds(&report.all_kinds())
+            )
+        };
+        return format!(
+            "INTERRUPTED ({}) after {} of {planned} seeds: {found}; the other {} did not run",
+            if signals.is_empty() {
+                "signal".to_string()
+            } else {
+                signals.join(", ")
+            },
+            report.seeds_run,
+            planned.saturating_sub(report.seeds_run)
+        );
+    }
     if report.passed() {
         format!("PASS: {}/{} seeds", report.seeds_run, report.seeds_run)
     } else {

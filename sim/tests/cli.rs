@@ -195,7 +195,12 @@ fn hunt_finds_the_volatile_term_bug_and_prints_a_replay() {
         "2",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("not found in 8 seeds"));
+    assert!(
+        stdout(&o)
+            .starts_with("NOT FOUND: none of 8 seeds (1..=8) failed with [bytes-total-leak] on"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
