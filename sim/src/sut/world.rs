@@ -359,6 +359,7 @@ impl HWorld {
             returned_us: None,
             ack: None,
             read: None,
+            failed: false,
         });
         st.ops.len() - 1
     }
@@ -384,6 +385,7 @@ impl HWorld {
                 }
             }
             super::KvOutcome::Failed(_) => {
+                op.failed = true;
                 st.failed.insert(handle);
             }
             super::KvOutcome::Unknown(_) => {}
