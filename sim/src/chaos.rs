@@ -146,167 +146,193 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
             return;
         }
         let kind = swarm.faults[rng.gen_range(0..swarm.faults.len())].as_str();
-        let for_ms = rng.gen_range(200..=3_000);
-        let one = |rng: &mut ChaCha8Rng| match rng.gen_range(0..3) {
-            0 => Selector::Leader,
-            1 => Selector::Standby,
-            _ => Selector::Node(rng.gen_range(1..=replicas)),
-        };
-        let item = match kind {
-            // One node per fault, back within seconds with its disk.
-            "kill" => TimelineItem::Restart {
-                at_ms: 0,
-                nodes: one(&mut rng),
-                down_ms: [100, 3_000],
-                straggler_ms: None,
-            },
-            "restart_all" => TimelineItem::Restart {
-                at_ms: 0,
-                nodes: Selector::All,
-                down_ms: [100, 800],
-                straggler_ms: Some([200, 3_000]),
-            },
-            "partition" => TimelineItem::Partition {
-                at_ms: 0,
-                nodes: one(&mut rng),
-                for_ms,
-            },
-            "split" => TimelineItem::Partition {
-                at_ms: 0,
-                nodes: Selector::Minority,
-                for_ms,
-            },
-            "one_way" => TimelineItem::ClogLink {
-                at_ms: 0,
-                from: one(&mut rng),
-                to: one(&mut rng),
-                for_ms,
-            },
-            "loss" => TimelineItem::Loss {
-                at_ms: 0,
-                per_mille: rng.gen_range(50..=300),
-                for_ms,
-            },
-            "latency_spike" => {
-                let hi = rng.gen_range(50..=500);
-                TimelineItem::Latency {
-                    at_ms: 0,
-                    latency_ms: [hi / 4, hi],
-                    for_ms,
-                }
-            }
-            "pause" => TimelineItem::Pause {
-                at_ms: 0,
-                nodes: one(&mut rng),
-                for_ms: for_ms.min(1_500),
-            },
-            "create_collection" => TimelineItem::CreateCollection {
-                at_ms: 0,
-                name: collection(&w, &mut rng),
-            },
-            "drop_collection" => TimelineItem::DropCollection {
-                at_ms: 0,
-                name: collection(&w, &mut rng),
-            },
-            // The page service crashes and comes back with its disk; clients retry meanwhile.
-            "kill_page_service" => TimelineItem::Restart {
-                at_ms: 0,
-                nodes: Selector::PageService,
-                down_ms: [100, 3_000],
-                straggler_ms: None,
-            },
-            // The KMS goes away for a while: key unwraps wait, pick-ups retry later.
-            "kill_kms" => TimelineItem::Restart {
-                at_ms: 0,
-                nodes: Selector::Kms,
-                down_ms: [100, 3_000],
-                straggler_ms: None,
-            },
-            "rotate_kek" => TimelineItem::RotateKek { at_ms: 0 },
-            "rotate_cmk" => TimelineItem::RotateCmk { at_ms: 0 },
-            // The leader hands over: step-up races (drain, drops) without any crash.
-            "step_down" => TimelineItem::StepDown { at_ms: 0 },
-            "failpoint" => {
-                let names = engine::failpoints::IMPLEMENTED;
-                TimelineItem::Failpoint {
-                    at_ms: 0,
-                    name: names[rng.gen_range(0..names.len())].to_string(),
-                    per_mille: rng.gen_range(20..=200),
-                    for_ms,
-                }
-            }
-            // One message held back on a link (a reply overtaken by later traffic).
-            "delay" => TimelineItem::Delay {
-                at_ms: 0,
-                from: if rng.gen_bool(0.5) {
-                    Selector::All
-                } else {
-                    one(&mut rng)
-                },
-                to: if rng.gen_bool(0.5) {
-                    Selector::PageService
-                } else {
-                    Selector::All
-                },
-                per_mille: rng.gen_range(50..=500),
-                delay_ms: [50, rng.gen_range(200..=3_000)],
-                for_ms,
-            },
-            "duplicate" => TimelineItem::Duplicate {
-                at_ms: 0,
-                from: Selector::All,
-                to: Selector::All,
-                per_mille: rng.gen_range(50..=300),
-                for_ms,
-            },
-            // Crashes exactly where they matter (between a write and its fsync, an fsync and
-            // the message it allows, the steps of a checkpoint).
-            "crash_point" => {
-                // One point per fault; the ones passed hundreds of times a second (every raft
-                // write, every page-service request) at a low rate, the storage steps that come
-                // once a checkpoint at a high one, so each gets its crashes.
-                use engine::observe::CrashPoint;
-                let points = CrashPoint::ALL;
-                let point = points[rng.gen_range(0..points.len())];
-                let frequent = matches!(
-                    point,
-                    CrashPoint::RaftWritten
-                        | CrashPoint::RaftSynced
-                        | CrashPoint::PagesWritten
-                        | CrashPoint::PagesSynced
-                );
-                TimelineItem::CrashPoints {
-                    at_ms: 0,
-                    point: Some(point.name().to_string()),
-                    per_mille: if frequent {
-                        rng.gen_range(5..=40)
-                    } else {
-                        rng.gen_range(200..=800)
-                    },
-                    down_ms: [100, 2_000],
-                    // Long enough for a checkpoint or a step-up to come by.
-                    for_ms: for_ms * 3,
-                }
-            }
-            // One replica's disk lies once (at most a minority per run); it must notice.
-            "disk_fault" => {
-                let kinds = crate::scenario::DiskFaultKind::ALL;
-                TimelineItem::DiskFault {
-                    at_ms: 0,
-                    nodes: one(&mut rng),
-                    kind: kinds[rng.gen_range(0..kinds.len())],
-                    down_ms: [100, 2_000],
-                }
-            }
-            other => unreachable!("fault `{other}` rejected by scenario validation"),
+        let collections = w.scn.workload.collections;
+        let Some(item) = draw_item(kind, &mut rng, replicas, collections) else {
+            unreachable!("fault `{kind}` rejected by scenario validation")
         };
         w.record_chaos(&item);
         madsim::task::spawn(w.clone().apply(item));
     }
 }
 
-fn collection(w: &World, rng: &mut ChaCha8Rng) -> String {
-    format!("c{}", rng.gen_range(0..w.scn.workload.collections.max(1)))
+/// One random fault of kind `kind` (a name from `Chaos::faults`), as a timeline item at 0 ms;
+/// `None` for an unknown kind. Pure: the controllers of the engine's world and of hosted
+/// systems draw the same items from the same stream.
+pub fn draw_item(
+    kind: &str,
+    rng: &mut ChaCha8Rng,
+    replicas: u8,
+    collections: u32,
+) -> Option<TimelineItem> {
+    let for_ms = rng.gen_range(200..=3_000);
+    let one = |rng: &mut ChaCha8Rng| match rng.gen_range(0..3) {
+        0 => Selector::Leader,
+        1 => Selector::Standby,
+        _ => Selector::Node(rng.gen_range(1..=replicas)),
+    };
+    Some(match kind {
+        // One node per fault, back within seconds with its disk.
+        "kill" => TimelineItem::Restart {
+            at_ms: 0,
+            nodes: one(rng),
+            down_ms: [100, 3_000],
+            straggler_ms: None,
+        },
+        "restart_all" => TimelineItem::Restart {
+            at_ms: 0,
+            nodes: Selector::All,
+            down_ms: [100, 800],
+            straggler_ms: Some([200, 3_000]),
+        },
+        "partition" => TimelineItem::Partition {
+            at_ms: 0,
+            nodes: one(rng),
+            for_ms,
+        },
+        "split" => TimelineItem::Partition {
+            at_ms: 0,
+            nodes: Selector::Minority,
+            for_ms,
+        },
+        "one_way" => TimelineItem::ClogLink {
+            at_ms: 0,
+            from: one(rng),
+            to: one(rng),
+            for_ms,
+        },
+        "loss" => TimelineItem::Loss {
+            at_ms: 0,
+            per_mille: rng.gen_range(50..=300),
+            for_ms,
+        },
+        "latency_spike" => {
+            let hi = rng.gen_range(50..=500);
+            TimelineItem::Latency {
+                at_ms: 0,
+                latency_ms: [hi / 4, hi],
+                for_ms,
+            }
+        }
+        "pause" => TimelineItem::Pause {
+            at_ms: 0,
+            nodes: one(rng),
+            for_ms: for_ms.min(1_500),
+        },
+        "create_collection" => TimelineItem::CreateCollection {
+            at_ms: 0,
+            name: format!("c{}", rng.gen_range(0..collections.max(1))),
+        },
+        "drop_collection" => TimelineItem::DropCollection {
+            at_ms: 0,
+            name: format!("c{}", rng.gen_range(0..collections.max(1))),
+        },
+        // The page service crashes and comes back with its disk; clients retry meanwhile.
+        "kill_page_service" => TimelineItem::Restart {
+            at_ms: 0,
+            nodes: Selector::PageService,
+            down_ms: [100, 3_000],
+            straggler_ms: None,
+        },
+        // The KMS goes away for a while: key unwraps wait, pick-ups retry later.
+        "kill_kms" => TimelineItem::Restart {
+            at_ms: 0,
+            nodes: Selector::Kms,
+            down_ms: [100, 3_000],
+            straggler_ms: None,
+        },
+        "rotate_kek" => TimelineItem::RotateKek { at_ms: 0 },
+        "rotate_cmk" => TimelineItem::RotateCmk { at_ms: 0 },
+        // The leader hands over: step-up races (drain, drops) without any crash.
+        "step_down" => TimelineItem::StepDown { at_ms: 0 },
+        "failpoint" => {
+            let names = engine::failpoints::IMPLEMENTED;
+            TimelineItem::Failpoint {
+                at_ms: 0,
+                name: names[rng.gen_range(0..names.len())].to_string(),
+                per_mille: rng.gen_range(20..=200),
+                for_ms,
+            }
+        }
+        // One message held back on a link (a reply overtaken by later traffic).
+        "delay" => TimelineItem::Delay {
+            at_ms: 0,
+            from: if rng.gen_bool(0.5) {
+                Selector::All
+            } else {
+                one(rng)
+            },
+            to: if rng.gen_bool(0.5) {
+                Selector::PageService
+            } else {
+                Selector::All
+            },
+            per_mille: rng.gen_range(50..=500),
+            delay_ms: [50, rng.gen_range(200..=3_000)],
+            for_ms,
+        },
+        "duplicate" => TimelineItem::Duplicate {
+            at_ms: 0,
+            from: Selector::All,
+            to: Selector::All,
+            per_mille: rng.gen_range(50..=300),
+            for_ms,
+        },
+        // Crashes exactly where they matter (between a write and its fsync, an fsync and
+        // the message it allows, the steps of a checkpoint).
+        "crash_point" => {
+            // One point per fault; the ones passed hundreds of times a second (every raft
+            // write, every page-service request) at a low rate, the storage steps that come
+            // once a checkpoint at a high one, so each gets its crashes.
+            use engine::observe::CrashPoint;
+            let points = CrashPoint::ALL;
+            let point = points[rng.gen_range(0..points.len())];
+            let frequent = matches!(
+                point,
+                CrashPoint::RaftWritten
+                    | CrashPoint::RaftSynced
+                    | CrashPoint::PagesWritten
+                    | CrashPoint::PagesSynced
+            );
+            TimelineItem::CrashPoints {
+                at_ms: 0,
+                point: Some(point.name().to_string()),
+                per_mille: if frequent {
+                    rng.gen_range(5..=40)
+                } else {
+                    rng.gen_range(200..=800)
+                },
+                down_ms: [100, 2_000],
+                // Long enough for a checkpoint or a step-up to come by.
+                for_ms: for_ms * 3,
+            }
+        }
+        // One replica's disk lies once (at most a minority per run); it must notice.
+        "disk_fault" => {
+            let kinds = crate::scenario::DiskFaultKind::ALL;
+            TimelineItem::DiskFault {
+                at_ms: 0,
+                nodes: one(rng),
+                kind: kinds[rng.gen_range(0..kinds.len())],
+                down_ms: [100, 2_000],
+            }
+        }
+        "link_latency" => {
+            let hi = rng.gen_range(20..=200);
+            TimelineItem::LinkLatency {
+                at_ms: 0,
+                from: one(rng),
+                to: one(rng),
+                latency_ms: [hi / 4, hi],
+                for_ms,
+            }
+        }
+        "hold_flushes" => TimelineItem::HoldFlushes {
+            at_ms: 0,
+            nodes: one(rng),
+            for_ms: for_ms.min(1_500),
+        },
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

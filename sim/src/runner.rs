@@ -107,8 +107,11 @@ pub struct SweepResult {
     pub all: Vec<SeedReport>,
 }
 
+/// The command that replays a seed. `FAULTLINE_COMMAND` names the program when it is not
+/// `faultline` (a hosted system's build: `systems/openraft/run.sh 0.9.24`).
 pub fn replay_command(scenario_arg: &str, seed: u64, knobs: &Knobs) -> String {
-    let mut cmd = format!("faultline run {scenario_arg} --seed {seed}");
+    let program = std::env::var("FAULTLINE_COMMAND").unwrap_or_else(|_| "faultline".into());
+    let mut cmd = format!("{program} run {scenario_arg} --seed {seed}");
     for b in knobs.iter() {
         cmd.push_str(&format!(" --bug {b}"));
     }

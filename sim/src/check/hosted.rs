@@ -77,12 +77,18 @@ impl HostedEvent {
             } => format!(
                 "term {term} for {} {}",
                 voted_for.map_or("none".to_string(), |n| format!("n{n}")),
-                if *committed { "committed" } else { "uncommitted" }
+                if *committed {
+                    "committed"
+                } else {
+                    "uncommitted"
+                }
             ),
             HostedEvent::Loaded { entries, covered } => format!(
                 "{} entries{}, covered through {covered}",
                 entries.len(),
-                entries.last().map_or(String::new(), |(i, t)| format!(" to {i} term {t}"))
+                entries
+                    .last()
+                    .map_or(String::new(), |(i, t)| format!(" to {i} term {t}"))
             ),
             HostedEvent::Appended { entries } => match (entries.first(), entries.last()) {
                 (Some(a), Some(b)) => format!("{}..={} term {}..={}", a.0, b.0, a.1, b.1),
@@ -91,7 +97,9 @@ impl HostedEvent {
             HostedEvent::Flushed { upto } => format!("through {upto}"),
             HostedEvent::Truncated { from } => format!("from {from}"),
             HostedEvent::Purged { upto } => format!("through {upto}"),
-            HostedEvent::SnapshotInstalled { index, term } => format!("through {index} term {term}"),
+            HostedEvent::SnapshotInstalled { index, term } => {
+                format!("through {index} term {term}")
+            }
             HostedEvent::Committed { index, term } => format!("through {index} term {term}"),
             HostedEvent::Applied { index, term, op } => format!("{index} term {term} {op}"),
             HostedEvent::Leader { term } => format!("term {term}"),

@@ -212,7 +212,7 @@ pub struct FailpointSpec {
 }
 
 /// Fault kinds the chaos controller can inject with this engine.
-pub const CHAOS_FAULTS: [&str; 20] = [
+pub const CHAOS_FAULTS: [&str; 22] = [
     "kill",
     "restart_all",
     "partition",
@@ -233,6 +233,35 @@ pub const CHAOS_FAULTS: [&str; 20] = [
     "duplicate",
     "crash_point",
     "disk_fault",
+    "link_latency",
+    "hold_flushes",
+];
+
+/// The chaos fault kinds a hosted system can take (network, kills, disk stalls).
+pub const HOSTED_CHAOS_FAULTS: [&str; 9] = [
+    "kill",
+    "restart_all",
+    "partition",
+    "split",
+    "one_way",
+    "loss",
+    "latency_spike",
+    "link_latency",
+    "hold_flushes",
+];
+
+/// The timeline actions a hosted system can take.
+pub const HOSTED_ACTIONS: [&str; 10] = [
+    "restart",
+    "kill",
+    "start",
+    "partition",
+    "clog_link",
+    "latency",
+    "link_latency",
+    "loss",
+    "heal",
+    "hold_flushes",
 ];
 
 /// The chaos controller: random faults of the listed kinds throughout the fault phase.

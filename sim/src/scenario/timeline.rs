@@ -144,12 +144,17 @@ pub enum TimelineItem {
         /// One node (chosen by the seed) comes back this much later still, `[min, max]` ms.
         straggler_ms: Option<[u64; 2]>,
     },
-    /// Kill the nodes; they stay down until `start` or the liveness phase.
+    /// Kill the nodes; they stay down until `start` or the liveness phase (or for good, with
+    /// `permanent`).
     Kill {
         /// When it fires: simulated ms from the start, before `duration_ms`.
         at_ms: u64,
         /// The nodes it targets (one node selector).
         nodes: Selector,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        /// Down for good: the liveness phase does not restart them, so the survivors must
+        /// converge without them (a failover). Hosted systems only.
+        permanent: bool,
     },
     /// Start the nodes again (those a `kill` left down).
     Start {
@@ -193,6 +198,30 @@ pub enum TimelineItem {
         at_ms: u64,
         /// The one-way latency range `[min, max]` meanwhile.
         latency_ms: [u64; 2],
+        /// How long it lasts, in simulated ms (at most an hour).
+        for_ms: u64,
+    },
+    /// Give the links from `from` to `to` a latency range of their own for `for_ms` (one
+    /// follower slower than another, so followers overtake each other). Hosted systems only.
+    LinkLatency {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
+        at_ms: u64,
+        /// The sending side (a node selector).
+        from: Selector,
+        /// The receiving side (a node selector).
+        to: Selector,
+        /// The one-way latency range `[min, max]` on those links meanwhile.
+        latency_ms: [u64; 2],
+        /// How long it lasts, in simulated ms (at most an hour).
+        for_ms: u64,
+    },
+    /// Hold the nodes' fsyncs for `for_ms` (a stalled disk): what they append meanwhile is not
+    /// durable, and a kill loses it. Hosted systems only.
+    HoldFlushes {
+        /// When it fires: simulated ms from the start, before `duration_ms`.
+        at_ms: u64,
+        /// The nodes it targets (one node selector).
+        nodes: Selector,
         /// How long it lasts, in simulated ms (at most an hour).
         for_ms: u64,
     },
@@ -436,6 +465,8 @@ impl TimelineItem {
             | TimelineItem::Pause { at_ms, .. }
             | TimelineItem::Loss { at_ms, .. }
             | TimelineItem::Latency { at_ms, .. }
+            | TimelineItem::LinkLatency { at_ms, .. }
+            | TimelineItem::HoldFlushes { at_ms, .. }
             | TimelineItem::Heal { at_ms }
             | TimelineItem::Failpoint { at_ms, .. }
             | TimelineItem::CreateCollection { at_ms, .. }
@@ -459,6 +490,8 @@ impl TimelineItem {
             TimelineItem::Pause { .. } => "pause",
             TimelineItem::Loss { .. } => "loss",
             TimelineItem::Latency { .. } => "latency",
+            TimelineItem::LinkLatency { .. } => "link_latency",
+            TimelineItem::HoldFlushes { .. } => "hold_flushes",
             TimelineItem::Heal { .. } => "heal",
             TimelineItem::Failpoint { .. } => "failpoint",
             TimelineItem::CreateCollection { .. } => "create_collection",
@@ -494,6 +527,8 @@ impl TimelineItem {
             | TimelineItem::ClogLink { for_ms, .. }
             | TimelineItem::Pause { for_ms, .. }
             | TimelineItem::Latency { for_ms, .. }
+            | TimelineItem::LinkLatency { for_ms, .. }
+            | TimelineItem::HoldFlushes { for_ms, .. }
             | TimelineItem::Loss { for_ms, .. }
             | TimelineItem::Failpoint { for_ms, .. }
             | TimelineItem::Delay { for_ms, .. }
@@ -509,8 +544,10 @@ impl TimelineItem {
             | TimelineItem::Start { nodes, .. }
             | TimelineItem::Partition { nodes, .. }
             | TimelineItem::Pause { nodes, .. }
+            | TimelineItem::HoldFlushes { nodes, .. }
             | TimelineItem::DiskFault { nodes, .. } => vec![("nodes", nodes)],
             TimelineItem::ClogLink { from, to, .. }
+            | TimelineItem::LinkLatency { from, to, .. }
             | TimelineItem::Delay { from, to, .. }
             | TimelineItem::Duplicate { from, to, .. } => vec![("from", from), ("to", to)],
             _ => vec![],

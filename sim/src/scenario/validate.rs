@@ -67,6 +67,7 @@ impl Scenario {
             return err(vec![Key("name")], "must not be empty".into());
         }
         self.validate_runnable()?;
+        self.validate_system()?;
         if !(1..=7).contains(&self.replicas) {
             return err(
                 vec![Key("replicas")],
@@ -455,4 +456,165 @@ pub(super) fn check_failpoint(name: &str, per_mille: u32) -> Result<(), String> 
         return Err(format!("per_mille {per_mille}: must be 0..=1000"));
     }
     Ok(())
+}
+
+impl Scenario {
+    /// What the named system can run: the shipped engine has no `link_latency`,
+    /// `hold_flushes` or permanent kills (yet); a hosted system has none of the engine's
+    /// storage, key or DDL actions, knobs, failpoints or engine-only checks, and must be
+    /// registered in this binary.
+    fn validate_system(&self) -> Result<(), (Vec<PathSeg>, String)> {
+        use PathSeg::{Idx, Key};
+        let Some(system) = &self.system else {
+            for (i, item) in self.timeline.iter().enumerate() {
+                let hosted_only = matches!(
+                    item,
+                    TimelineItem::LinkLatency { .. }
+                        | TimelineItem::HoldFlushes { .. }
+                        | TimelineItem::Kill {
+                            permanent: true,
+                            ..
+                        }
+                );
+                if hosted_only {
+                    return Err((
+                        vec![Key("timeline"), Idx(i)],
+                        format!(
+                            "`{}`{} is available for hosted systems only, not the shipped engine",
+                            item.action(),
+                            if item.action() == "kill" {
+                                " with `permanent`"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+            }
+            if let Some(c) = &self.chaos {
+                if let Some(i) = c
+                    .faults
+                    .iter()
+                    .position(|f| f == "link_latency" || f == "hold_flushes")
+                {
+                    return Err((
+                        vec![Key("chaos"), Key("faults"), Idx(i)],
+                        format!("`{}` is available for hosted systems only", c.faults[i]),
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        if crate::sut::find(system).is_none() {
+            let have = crate::sut::registered();
+            return Err((
+                vec![Key("system")],
+                format!(
+                    "system `{system}` is not built into this binary ({}); hosted systems run \
+                     through their own build, e.g. `systems/openraft/run.sh VERSION run SCENARIO`",
+                    if have.is_empty() {
+                        "it has only the shipped engine".to_string()
+                    } else {
+                        format!("it has: {}", have.join(", "))
+                    }
+                ),
+            ));
+        }
+        let refuse = |path: Vec<PathSeg>, what: &str| {
+            Err((
+                path,
+                format!("{what} is not available for hosted system `{system}`"),
+            ))
+        };
+        if !self.known_bugs.is_empty() {
+            return refuse(vec![Key("known_bugs")], "an engine knob");
+        }
+        if !self.failpoints.is_empty() {
+            return refuse(vec![Key("failpoints")], "an engine failpoint");
+        }
+        if self.checkpoint_interval_ms.is_some() {
+            return refuse(
+                vec![Key("checkpoint_interval_ms")],
+                "the engine's checkpoints",
+            );
+        }
+        if self.drain_workers.is_some() {
+            return refuse(vec![Key("drain_workers")], "the engine's step-up drain");
+        }
+        for (i, c) in self.checks.iter().enumerate() {
+            if matches!(c, Check::Validate | Check::Model) {
+                return refuse(
+                    vec![Key("checks"), Idx(i)],
+                    &format!(
+                        "the engine-only check `{}` (hosted systems take raft, durability, \
+                         linearizability, dbhash, liveness; list `checks` explicitly)",
+                        serde_json::to_value(c)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        if self.workload.mix.is_some_and(|m| m.appends_per_mille > 0) {
+            return refuse(
+                vec![Key("workload"), Key("mix"), Key("appends_per_mille")],
+                "list-append",
+            );
+        }
+        if let Some(c) = &self.chaos {
+            if c.swarm_world {
+                return refuse(
+                    vec![Key("chaos"), Key("swarm_world")],
+                    "a swarm-drawn engine world",
+                );
+            }
+            if let Some(i) = c
+                .faults
+                .iter()
+                .position(|f| !HOSTED_CHAOS_FAULTS.contains(&f.as_str()))
+            {
+                return Err((
+                    vec![Key("chaos"), Key("faults"), Idx(i)],
+                    format!(
+                        "fault `{}` is not available for hosted system `{system}` (available: {})",
+                        c.faults[i],
+                        HOSTED_CHAOS_FAULTS.join(", ")
+                    ),
+                ));
+            }
+        }
+        for (i, item) in self.timeline.iter().enumerate() {
+            if !HOSTED_ACTIONS.contains(&item.action()) {
+                return Err((
+                    vec![Key("timeline"), Idx(i), Key("action")],
+                    format!(
+                        "`{}` is not available for hosted system `{system}` (available: {})",
+                        item.action(),
+                        HOSTED_ACTIONS.join(", ")
+                    ),
+                ));
+            }
+            for (field, sel) in item.selectors() {
+                if matches!(sel, Selector::PageService | Selector::Kms) {
+                    return refuse(
+                        vec![Key("timeline"), Idx(i), Key(field)],
+                        &format!("`{sel}`"),
+                    );
+                }
+            }
+            if let TimelineItem::LinkLatency {
+                latency_ms: [a, b], ..
+            } = item
+            {
+                if *a == 0 || a > b || *b > 60_000 {
+                    return Err((
+                        vec![Key("timeline"), Idx(i), Key("latency_ms")],
+                        "need 1 <= min <= max <= 60000".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }

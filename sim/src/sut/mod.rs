@@ -16,7 +16,10 @@
 //! linearizability and durability checks; [`Cluster::status`] feeds liveness and state
 //! agreement.
 
+mod faults;
 pub mod net;
+mod phases;
+mod workload;
 pub mod world;
 
 use std::future::Future;
@@ -40,7 +43,12 @@ pub fn addr_of(node: u8) -> SocketAddr {
 
 /// Client `c`'s IP (each client is its own madsim node).
 pub fn client_ip(client: u32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 1 + (client / 250) as u8, 1 + (client % 250) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        10,
+        0,
+        1 + (client / 250) as u8,
+        1 + (client % 250) as u8,
+    ))
 }
 
 /// A system that can be hosted: a factory of one seed's cluster.
@@ -51,6 +59,13 @@ pub trait System: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// A cluster of `spec.nodes` voters for one seed (called inside the simulation).
     fn cluster(&self, spec: ClusterSpec) -> Arc<dyn Cluster>;
+    /// Runs one seed's whole simulation (`run`) on the seed's thread. Override to pin
+    /// process-wide state the system's libraries draw from to the seed (tokio's thread-local
+    /// RNG behind unbiased `select!`), so a seed runs the same alone, in a sweep or a replay.
+    fn around_seed(&self, seed: u64, run: &mut dyn FnMut()) {
+        let _ = seed;
+        run()
+    }
 }
 
 /// One seed's cluster as the harness builds it.
@@ -135,10 +150,17 @@ impl Obs {
 /// write that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvOp {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
     /// A read the system must answer linearizably (through its log or a leader lease).
-    Get { key: String },
+    Get {
+        key: String,
+    },
 }
 
 /// An operation with its identity (client, sequence number): the same on every retry.
@@ -203,6 +225,10 @@ pub fn find(name: &str) -> Option<Arc<dyn System>> {
 /// Names of the registered systems.
 pub fn registered() -> Vec<String> {
     SYSTEMS.get().map_or(vec![], |s| {
-        s.read().unwrap().iter().map(|s| s.name().to_string()).collect()
+        s.read()
+            .unwrap()
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect()
     })
 }

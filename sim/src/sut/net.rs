@@ -148,6 +148,11 @@ impl Links {
         }
     }
 
+    /// Every link back on the common latency range.
+    pub fn clear_link_latencies(&self) {
+        self.lock().link_delay_us.clear();
+    }
+
     /// Returns the previous loss.
     pub fn set_loss_per_mille(&self, p: u32) -> u32 {
         std::mem::replace(&mut self.lock().loss_per_mille, p.min(1000))

@@ -378,6 +378,10 @@ impl World {
                 madsim::time::sleep(Duration::from_millis(for_ms)).await;
                 self.set_latency(self.scn.network.latency_ms);
             }
+            // Refused for the engine by scenario validation (hosted systems only).
+            other @ (TimelineItem::LinkLatency { .. } | TimelineItem::HoldFlushes { .. }) => {
+                self.note(format!("{} ignored: hosted systems only", other.action()));
+            }
             TimelineItem::Heal { .. } => {
                 self.fault("heal".into());
                 self.heal_all();

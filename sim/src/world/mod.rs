@@ -198,6 +198,11 @@ pub fn run_seed(
     opts: SeedOptions,
     replay: String,
 ) -> SeedResult {
+    if let Some(name) = &scn.system {
+        // Validation refuses a system this binary does not have.
+        let system = crate::sut::find(name).expect("scenario validation checked the system");
+        return crate::sut::world::run_seed(scn, system, seed, opts, replay);
+    }
     let t = std::thread::Builder::new()
         .name(format!("faultline-seed-{seed}"))
         .stack_size(16 << 20)
