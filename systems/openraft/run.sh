@@ -24,13 +24,18 @@
 #   ./run.sh 0.9.25 run openraft-quorum-commit --seeds 200 --json
 #   ./run.sh 0.9.14 run openraft-stale-vote --seeds 500      # yanked: cargo warns and uses it
 #   ./run.sh 0.9.25 test --test cluster -- --nocapture
+#   OPENRAFT_FEATURES=single-term-leader ./run.sh 0.9.25 run openraft-failover --seeds 100
+#
+# OPENRAFT_FEATURES: this crate's cargo features for the build (`single-term-leader`: openraft's
+# one-leader-per-term mode). Feature sets share a version's cache (cargo keeps their artifacts
+# apart); the binary is rebuilt, i.e. relinked, whenever the set changes.
 #
 # Builds are niced; never set RUSTFLAGS (it would override .cargo/config.toml's --cfg madsim
 # and --cfg tokio_unstable).
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
-  sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 version="$1"
@@ -86,11 +91,17 @@ if [[ "$(locked)" != "$version" ]]; then
 fi
 echo "run.sh: openraft $(locked), target $CARGO_TARGET_DIR" >&2
 
+features=()
+if [[ -n "${OPENRAFT_FEATURES:-}" ]]; then
+  features=(--features "$OPENRAFT_FEATURES")
+fi
 if [[ "${1:-}" == test ]]; then
   shift
   cd "$crate"
-  exec nice -n 10 cargo test "$@"
+  exec nice -n 10 cargo test "${features[@]}" "$@"
 fi
-# Build in the crate copy, run from the caller's directory (scenario paths are theirs).
-(cd "$crate" && nice -n 10 cargo build --release --bin faultline-openraft >&2)
+# Build in the crate copy, run from the caller's directory (scenario paths are theirs). Replay
+# commands in reports name this script and version.
+export FAULTLINE_COMMAND="${FAULTLINE_COMMAND:-${OPENRAFT_FEATURES:+OPENRAFT_FEATURES=$OPENRAFT_FEATURES }$0 $version}"
+(cd "$crate" && nice -n 10 cargo build --release "${features[@]}" --bin faultline-openraft >&2)
 exec "$CARGO_TARGET_DIR/release/faultline-openraft" "$@"

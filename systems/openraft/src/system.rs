@@ -68,11 +68,18 @@ impl System for OpenraftSystem {
     }
 
     fn describe(&self) -> String {
-        format!("openraft {OPENRAFT_VERSION} (crates.io, unmodified) on madsim, key-value state machine, reads through the log")
+        let mode = if cfg!(feature = "single-term-leader") { ", single-term-leader" } else { "" };
+        format!("openraft {OPENRAFT_VERSION}{mode} (crates.io, unmodified) on madsim, key-value state machine, reads through the log")
     }
 
     fn cluster(&self, spec: ClusterSpec) -> Arc<dyn Cluster> {
         Arc::new(OpenraftCluster::new(spec, self.options.clone()))
+    }
+
+    /// Every seed runs with tokio's thread-local RNG pinned to it ([`crate::pin_tokio_rng`]):
+    /// openraft's unbiased `select!`s then choose the same way however many seeds ran before.
+    fn around_seed(&self, seed: u64, run: &mut dyn FnMut()) {
+        crate::pin_tokio_rng(seed, run)
     }
 }
 
@@ -106,8 +113,15 @@ impl OpenraftCluster {
 }
 
 impl Cluster for OpenraftCluster {
+    /// Never completes: madsim 0.2 ends a node whose init future completes (`NodeBuilder::init`
+    /// calls `exit()`), which would kill the tasks just spawned if the world's init returned
+    /// with this future. Pending here keeps the node up until the harness kills it.
     fn start(&self, ctx: NodeCtx) -> BoxFuture<'static, ()> {
-        Box::pin(crate::node::start(ctx, self.live.clone(), self.node_opts.clone()))
+        let started = crate::node::start(ctx, self.live.clone(), self.node_opts.clone());
+        Box::pin(async move {
+            started.await;
+            std::future::pending::<()>().await
+        })
     }
 
     /// `initialize({1..=nodes})` on node 1 (the lowest live node if node 1 is down), retried

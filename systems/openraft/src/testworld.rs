@@ -86,12 +86,8 @@ impl TestWorld {
                         links: links.clone(),
                         obs,
                     };
-                    let started = cluster.start(ctx);
-                    // madsim ends a node whose init future completes: keep it pending.
-                    async move {
-                        started.await;
-                        std::future::pending::<()>().await
-                    }
+                    // Never completes (see `OpenraftCluster::start`).
+                    cluster.start(ctx)
                 })
                 .build();
             madsim_ids.insert(n, node.id());
@@ -106,7 +102,7 @@ impl TestWorld {
         self.cluster.status(n)
     }
 
-    /// Wait until every live node has started its current incarnation.
+    /// Wait until every live node has started its current incarnation (its handles are in).
     pub async fn wait_started(&self) {
         while (1..=self.nodes).any(|n| !self.down.contains(&n) && self.cluster.status(n).is_none()) {
             madsim::time::sleep(Duration::from_millis(1)).await;

@@ -87,7 +87,7 @@ fn system_names_itself_and_the_linked_openraft() {
     let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
     let linked = lock.split("name = \"openraft\"\nversion = \"").nth(1).unwrap().split('"').next().unwrap();
     assert_eq!(faultline_openraft::OPENRAFT_VERSION, linked);
-    assert!(s.describe().contains(&format!("openraft {linked} ")), "{}", s.describe());
+    assert!(s.describe().starts_with(&format!("openraft {linked}")), "{}", s.describe());
 }
 
 #[test]

@@ -276,3 +276,20 @@ fn state_machine_applies_reports_and_snapshot_survives_crash() {
         assert_eq!(other.applied_and_digest(), (3, digest));
     });
 }
+
+/// openraft 0.9.14 asks a stale-log leader's store for an inverted range (#1236): empty, not a
+/// panic.
+#[test]
+fn inverted_range_reads_empty() {
+    sim(async {
+        let disk = SimDisk::new(5, false);
+        let links = Links::new(5, [1, 1]);
+        let (obs, _) = recorder();
+        let mut store = open(&disk, &links, obs);
+        append(&store, (1..=5).map(|i| entry(1, i)).collect());
+        assert!(store.try_get_log_entries(4..2).await.unwrap().is_empty());
+        assert!(store.try_get_log_entries(4..=3).await.unwrap().is_empty());
+        assert_eq!(store.try_get_log_entries(2..=3).await.unwrap().len(), 2);
+        assert_eq!(store.try_get_log_entries(4..).await.unwrap().len(), 2);
+    });
+}
