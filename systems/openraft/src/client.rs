@@ -1,59 +1,43 @@
-//! A client: writes through the leader, each operation ending acknowledged, failed or unknown.
+//! The harness's `KvClient` for openraft: every call through the leader, as a log entry.
 //!
 //! Outcomes, from what the client can know:
-//! - `Acked`: the node answered with the entry's log id and the state machine's response.
-//! - `Failed`: every attempt was refused with openraft's `ForwardToLeader` and none is left.
-//!   openraft sends `ForwardToLeader` before appending, or after truncating the entry (never
-//!   committed, if openraft is right: a checker should verify exactly that claim).
+//! - `Acked`: the node answered with the entry's log id and the state machine's response (a
+//!   `Get` reads its value at its own entry: linearizable without leases).
+//! - `Failed`: every attempt was certainly not committed: refused by openraft with
+//!   `ForwardToLeader` (sent before appending, or after truncating the entry) or a refused
+//!   connection (the node is down), and no attempts are left. That rests on openraft's claim;
+//!   the checkers hold it to it.
 //! - `Unknown`: no reply in time (lost, slow, or the node died, perhaps after appending), or
-//!   another error. The write may still commit later. The client never retries after an
-//!   unknown attempt (no dedup table in this state machine), only after `ForwardToLeader`.
+//!   another error. The entry may still commit later, so the client never retries after it
+//!   (no dedup table in this state machine); it retries only after a certain refusal.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::kv::{KvOp, KvRequest, KvResponse, NodeId};
+use sim::sut::{client_ip, BoxFuture, KvCall, KvClient, KvOutcome, Links, CLIENTS};
+
+use crate::kv::{KvOp, KvRequest};
 use crate::network::{Body, CallError, ClientReply, NodeNet};
-use crate::trace::{now_us, Trace};
+use crate::store::node_u8;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Acked { index: u64, term: u64, response: KvResponse },
-    Failed(String),
-    Unknown(String),
-}
-
-impl Outcome {
-    pub fn is_acked(&self) -> bool {
-        matches!(self, Outcome::Acked { .. })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpRecord {
-    pub client: NodeId,
-    pub seq: u64,
-    pub op: KvOp,
-    pub invoked_us: u64,
-    pub completed_us: u64,
-    pub attempts: u32,
-    pub outcome: Outcome,
-}
+/// The port a client binds at its own IP.
+pub const CLIENT_PORT: u16 = 7000;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Per-attempt deadline.
     pub attempt_timeout: Duration,
-    /// Attempts per operation (only `ForwardToLeader` leads to another one).
+    /// Attempts per call (only a certain refusal leads to another one).
     pub max_attempts: u32,
-    /// Wait before trying another node when nobody knows the leader.
+    /// Wait before trying another node when the refusing one names no leader.
     pub no_leader_backoff: Duration,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            attempt_timeout: Duration::from_millis(1000),
+            attempt_timeout: Duration::from_millis(2000),
             max_attempts: 20,
             no_leader_backoff: Duration::from_millis(50),
         }
@@ -61,68 +45,91 @@ impl Default for ClientOptions {
 }
 
 pub struct Client {
-    pub id: NodeId,
-    net: Arc<NodeNet>,
-    nodes: Vec<NodeId>,
-    leader_hint: Option<NodeId>,
-    next_seq: u64,
+    pub id: u32,
+    links: Links,
+    /// Bound on the first call (binding is async; `Cluster::client` is not).
+    net: Option<Arc<NodeNet>>,
+    nodes: Vec<u8>,
+    leader_hint: Option<u8>,
     rr: usize,
     opts: ClientOptions,
-    trace: Trace,
 }
 
 impl Client {
-    /// `net` must be bound on the client's node, with `serve` running for the replies.
-    pub fn new(id: NodeId, net: Arc<NodeNet>, nodes: Vec<NodeId>, opts: ClientOptions, trace: Trace) -> Self {
-        Client { id, net, nodes, leader_hint: None, next_seq: 1, rr: 0, opts, trace }
+    /// Client `id` of a cluster of voters `1..=nodes`; use it on the client's own madsim node.
+    pub fn new(id: u32, nodes: u8, links: Links, opts: ClientOptions) -> Client {
+        Client { id, links, net: None, nodes: (1..=nodes).collect(), leader_hint: None, rr: 0, opts }
     }
 
-    fn next_node(&mut self) -> NodeId {
+    fn next_node(&mut self) -> u8 {
         self.rr = (self.rr + 1) % self.nodes.len();
         self.nodes[self.rr]
     }
 
-    pub async fn execute(&mut self, op: KvOp) -> OpRecord {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let req = KvRequest { client: self.id, seq, op: op.clone() };
-        let invoked_us = now_us();
-        self.trace.record(self.id, format!("invoke {req}"));
+    async fn net(&mut self) -> Result<Arc<NodeNet>, String> {
+        if let Some(n) = &self.net {
+            return Ok(n.clone());
+        }
+        let addr = SocketAddr::new(client_ip(self.id), CLIENT_PORT);
+        let net = NodeNet::bind(CLIENTS, addr, self.links.clone(), None).await.map_err(|e| format!("bind {addr}: {e}"))?;
+        // Replies complete the outstanding call; a client serves no requests.
+        net.serve(1, |_net, _env| async {});
+        self.net = Some(net.clone());
+        Ok(net)
+    }
+
+    /// One call, retried only after certain refusals.
+    pub async fn call(&mut self, req: KvRequest) -> KvOutcome {
+        let net = match self.net().await {
+            Ok(n) => n,
+            Err(e) => return KvOutcome::Failed(e),
+        };
+        let is_get = matches!(req.op, KvOp::Get { .. });
         let mut target = self.leader_hint.unwrap_or_else(|| self.nodes[self.rr]);
-        let mut attempts = 0;
-        let outcome = loop {
-            if attempts == self.opts.max_attempts {
-                break Outcome::Failed(format!("no leader accepted it in {attempts} attempts"));
+        for _ in 0..self.opts.max_attempts {
+            if self.links.is_down(target) {
+                // Refused: it never reached the node.
+                self.leader_hint = None;
+                madsim::time::sleep(self.opts.no_leader_backoff).await;
+                target = self.next_node();
+                continue;
             }
-            attempts += 1;
-            match self.net.call(target, Body::ClientReq(req.clone()), self.opts.attempt_timeout).await {
+            match net.call(target, Body::ClientReq(req.clone()), self.opts.attempt_timeout).await {
                 Ok(Body::ClientResp(ClientReply::Ok { index, term, response })) => {
                     self.leader_hint = Some(target);
-                    break Outcome::Acked { index, term, response };
+                    let read = is_get.then_some(response.value);
+                    return KvOutcome::Acked { index, term, read };
                 }
-                Ok(Body::ClientResp(ClientReply::NotLeader { leader: Some(l) })) if l != target => {
-                    target = l;
+                Ok(Body::ClientResp(ClientReply::NotLeader { leader: Some(l) })) if node_u8(l) != target => {
+                    target = node_u8(l);
                 }
                 Ok(Body::ClientResp(ClientReply::NotLeader { .. })) => {
+                    self.leader_hint = None;
                     madsim::time::sleep(self.opts.no_leader_backoff).await;
                     target = self.next_node();
                 }
                 Ok(Body::ClientResp(ClientReply::Error(e))) => {
                     self.leader_hint = None;
-                    break Outcome::Unknown(e);
+                    return KvOutcome::Unknown(format!("n{target}: {e}"));
                 }
                 Ok(other) => {
                     self.leader_hint = None;
-                    break Outcome::Unknown(format!("unexpected reply {}", other.kind()));
+                    return KvOutcome::Unknown(format!("n{target}: unexpected reply {}", other.kind()));
                 }
                 Err(CallError::Timeout) => {
                     self.leader_hint = None;
                     self.next_node();
-                    break Outcome::Unknown(format!("no reply from n{target} in {:?}", self.opts.attempt_timeout));
+                    return KvOutcome::Unknown(format!("no reply from n{target} in {:?}", self.opts.attempt_timeout));
                 }
             }
-        };
-        self.trace.record(self.id, format!("complete c{}#{seq} {outcome:?} attempts={attempts}", self.id));
-        OpRecord { client: self.id, seq, op, invoked_us, completed_us: now_us(), attempts, outcome }
+        }
+        KvOutcome::Failed(format!("refused {} times (no leader took it)", self.opts.max_attempts))
+    }
+}
+
+impl KvClient for Client {
+    fn execute(&mut self, call: KvCall) -> BoxFuture<'_, KvOutcome> {
+        let req = KvRequest::from(&call);
+        Box::pin(self.call(req))
     }
 }

@@ -1,4 +1,5 @@
-//! The run's (time, node, event) trace: what determinism is checked against.
+//! The test world's (time, node, text) trace: what its determinism tests compare. faultline's
+//! own runs keep the harness's trace instead.
 
 use std::sync::{Arc, Mutex};
 
@@ -6,7 +7,7 @@ use std::sync::{Arc, Mutex};
 pub struct TraceEvent {
     /// Simulated microseconds since the runtime started.
     pub at_us: u64,
-    /// Raft node id; 0 for the harness, 100+ for clients.
+    /// Raft node id; 0 for the harness and clients.
     pub node: u64,
     pub what: String,
 }
@@ -35,21 +36,9 @@ impl Trace {
     pub fn events(&self) -> Vec<TraceEvent> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// FNV-1a over every event's text: equal traces, equal hashes.
-    pub fn hash(&self) -> u64 {
-        hash_events(&self.events())
-    }
 }
 
+/// FNV-1a over every event's text: equal traces, equal hashes.
 pub fn hash_events(events: &[TraceEvent]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for e in events {
