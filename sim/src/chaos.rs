@@ -135,13 +135,7 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
         madsim::task::spawn(w.clone().apply(item));
     }
     loop {
-        let gap = if rng.gen_range(0..1000) < swarm.burst_per_mille {
-            rng.gen_range(10..=300)
-        } else {
-            rng.gen_range(swarm.mean_interval_ms / 2..=swarm.mean_interval_ms * 3 / 2)
-        }
-        .max(1);
-        madsim::time::sleep(Duration::from_millis(gap)).await;
+        madsim::time::sleep(Duration::from_millis(next_gap_ms(&swarm, &mut rng))).await;
         if w.workload_stop.load(Ordering::Relaxed) || w.sim_now_us() / 1000 >= end_ms {
             return;
         }
@@ -153,6 +147,17 @@ pub async fn run(w: Arc<World>, chaos: Chaos) {
         w.record_chaos(&item);
         madsim::task::spawn(w.clone().apply(item));
     }
+}
+
+/// The wait before the next random fault: within a burst 10–300 ms, else about the swarm's
+/// mean interval (half to one and a half of it).
+pub fn next_gap_ms(swarm: &SwarmChoice, rng: &mut ChaCha8Rng) -> u64 {
+    if rng.gen_range(0..1000) < swarm.burst_per_mille {
+        rng.gen_range(10..=300)
+    } else {
+        rng.gen_range(swarm.mean_interval_ms / 2..=swarm.mean_interval_ms * 3 / 2)
+    }
+    .max(1)
 }
 
 /// One random fault of kind `kind` (a name from `Chaos::faults`), as a timeline item at 0 ms;

@@ -18,6 +18,51 @@ pub enum Selector {
     Kms,
 }
 
+impl Selector {
+    /// The replicas this selector means now, for both worlds; `None` for the page service and
+    /// the KMS (the engine's world handles those). `replicas` are all of them, `up` the live
+    /// ones, `leader` is asked only by selectors that need it, and `draw(lo, hi)` draws from
+    /// `lo..hi` on the world's chaos stream (the seed's choice of standby and minority).
+    pub fn replicas(
+        &self,
+        replicas: Vec<u8>,
+        up: &[u8],
+        leader: impl FnOnce() -> Option<u8>,
+        mut draw: impl FnMut(usize, usize) -> usize,
+    ) -> Option<Vec<u8>> {
+        Some(match self {
+            Selector::Node(n) => vec![*n],
+            Selector::All => replicas,
+            Selector::Leader => leader().into_iter().collect(),
+            Selector::Followers => {
+                let l = leader();
+                replicas.into_iter().filter(|i| Some(*i) != l).collect()
+            }
+            Selector::Standby => {
+                let l = leader();
+                let f: Vec<u8> = up.iter().copied().filter(|i| Some(*i) != l).collect();
+                if f.is_empty() {
+                    return Some(vec![]);
+                }
+                vec![f[draw(0, f.len())]]
+            }
+            Selector::Minority => {
+                let mut all = replicas;
+                let size = draw(1, ((all.len() - 1) / 2).max(1) + 1).max(1);
+                // Fisher-Yates prefix: a seed-chosen subset of that size.
+                for k in 0..size.min(all.len()) {
+                    let j = draw(k, all.len());
+                    all.swap(k, j);
+                }
+                all.truncate(size);
+                all.sort_unstable();
+                all
+            }
+            Selector::PageService | Selector::Kms => return None,
+        })
+    }
+}
+
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

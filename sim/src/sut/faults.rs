@@ -45,41 +45,10 @@ impl HWorld {
                 (!up.is_empty()).then(|| up[st.chaos_rng.gen_range(0..up.len())])
             })
         };
-        match sel {
-            Selector::Node(n) => vec![*n],
-            Selector::All => self.voters(),
-            Selector::Leader => leader().into_iter().collect(),
-            Selector::Followers => {
-                let l = leader();
-                self.voters()
-                    .into_iter()
-                    .filter(|i| Some(*i) != l)
-                    .collect()
-            }
-            Selector::Standby => {
-                let l = leader();
-                let f: Vec<u8> = up.iter().copied().filter(|i| Some(*i) != l).collect();
-                if f.is_empty() {
-                    return vec![];
-                }
-                let i = self.lock().chaos_rng.gen_range(0..f.len());
-                vec![f[i]]
-            }
-            Selector::Minority => {
-                let mut all = self.voters();
-                let mut st = self.lock();
-                let size = st.chaos_rng.gen_range(1..=(all.len() - 1) / 2).max(1);
-                for k in 0..size.min(all.len()) {
-                    let j = st.chaos_rng.gen_range(k..all.len());
-                    all.swap(k, j);
-                }
-                all.truncate(size);
-                all.sort_unstable();
-                all
-            }
-            // Refused by validation for hosted systems.
-            Selector::PageService | Selector::Kms => vec![],
-        }
+        let draw = |lo: usize, hi: usize| self.lock().chaos_rng.gen_range(lo..hi);
+        // The page service and the KMS are refused by validation for hosted systems.
+        sel.replicas(self.voters(), &up, leader, draw)
+            .unwrap_or_default()
     }
 
     /// After `for_ms`, runs `undo` unless the liveness phase has healed everything already.
@@ -286,12 +255,7 @@ pub(super) async fn chaos(w: Arc<HWorld>, chaos: Chaos) {
     ));
     let end_ms = w.scn.duration_ms;
     loop {
-        let gap = if rng.gen_range(0..1000) < swarm.burst_per_mille {
-            rng.gen_range(10..=300)
-        } else {
-            rng.gen_range(swarm.mean_interval_ms / 2..=swarm.mean_interval_ms * 3 / 2)
-        }
-        .max(1);
+        let gap = crate::chaos::next_gap_ms(&swarm, &mut rng);
         madsim::time::sleep(Duration::from_millis(gap)).await;
         if w.stop.load(Ordering::Relaxed) || w.sim_now_us() / 1000 >= end_ms {
             return;

@@ -15,14 +15,13 @@ use engine::raft::Session;
 use madsim::runtime::{Handle, Runtime};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use reports::{SeedReport, Violation, ViolationKind};
+use reports::{SeedReport, Violation};
 
 use super::{
     addr_of, Cluster, ClusterSpec, HostedEvent, HostedRecord, Links, NodeCtx, Obs, System,
 };
 use crate::check::clients::{ClientKind, ClientOp};
 use crate::check::hosted_checks::HostedChecks;
-use crate::check::violation;
 use crate::disk::SimDisk;
 use crate::panics;
 use crate::scenario::{Scenario, TimelineItem};
@@ -400,19 +399,10 @@ impl HWorld {
         wall: std::time::Instant,
     ) -> SeedResult {
         let mut st = self.lock();
-        let mut sim_ms_end = st.trace.tail(1).last().map_or(0, |e| e.at_us / 1000);
+        let sim_ms_end = st.trace.tail(1).last().map_or(0, |e| e.at_us / 1000);
         if let Err(payload) = outcome {
-            let msg = panics::describe(payload.as_ref());
-            let (kind, text) = if msg.contains("no events, all tasks will block forever") {
-                (
-                    ViolationKind::Hang,
-                    format!("the simulation stopped making progress: {msg}"),
-                )
-            } else {
-                (ViolationKind::Crash, format!("unexpected panic: {msg}"))
-            };
-            st.violations.push(violation(kind, None, sim_ms_end, text));
-            sim_ms_end = st.trace.tail(1).last().map_or(0, |e| e.at_us / 1000);
+            let v = crate::world::panic_violation(payload.as_ref(), sim_ms_end);
+            st.violations.push(v);
         }
         let mut violations = std::mem::take(&mut st.violations);
         violations.sort_by(|a, b| (a.at_ms, a.kind).cmp(&(b.at_ms, b.kind)));

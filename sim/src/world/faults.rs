@@ -165,44 +165,13 @@ impl World {
                 (!up.is_empty()).then(|| up[st.chaos_rng.gen_range(0..up.len())])
             })
         };
+        let draw = |lo: usize, hi: usize| self.lock().chaos_rng.gen_range(lo..hi);
         match sel {
-            Selector::Node(n) => vec![*n],
-            Selector::All => self.replicas(),
-            Selector::Leader => leader().into_iter().collect(),
-            Selector::Followers => {
-                let l = leader();
-                self.replicas()
-                    .into_iter()
-                    .filter(|i| Some(*i) != l)
-                    .collect()
-            }
-            Selector::Standby => {
-                let l = leader();
-                let f: Vec<NodeId> = up.iter().copied().filter(|i| Some(*i) != l).collect();
-                if f.is_empty() {
-                    return vec![];
-                }
-                let i = self.lock().chaos_rng.gen_range(0..f.len());
-                vec![f[i]]
-            }
-            Selector::Minority => {
-                let mut all = self.replicas();
-                let size = {
-                    let mut st = self.lock();
-                    let size = st.chaos_rng.gen_range(1..=(all.len() - 1) / 2).max(1);
-                    // Fisher-Yates prefix: a seed-chosen subset of that size.
-                    for k in 0..size.min(all.len()) {
-                        let j = st.chaos_rng.gen_range(k..all.len());
-                        all.swap(k, j);
-                    }
-                    size
-                };
-                all.truncate(size);
-                all.sort_unstable();
-                all
-            }
             Selector::PageService => vec![PAGE_SERVICE_NODE],
             Selector::Kms => vec![KMS_NODE],
+            _ => sel
+                .replicas(self.replicas(), &up, leader, draw)
+                .unwrap_or_default(),
         }
     }
 

@@ -289,17 +289,8 @@ fn run_seed_here(
     let mut st = world.lock();
     let mut sim_ms_end = 0;
     if let Err(payload) = outcome {
-        let msg = panics::describe(payload.as_ref());
         let at_ms = st.trace.tail(1).last().map_or(0, |e| e.at_us / 1000);
-        let (kind, text) = if msg.contains("no events, all tasks will block forever") {
-            (
-                ViolationKind::Hang,
-                format!("the simulation stopped making progress: {msg}"),
-            )
-        } else {
-            (ViolationKind::Crash, format!("unexpected panic: {msg}"))
-        };
-        st.violations.push(violation(kind, None, at_ms, text));
+        st.violations.push(panic_violation(payload.as_ref(), at_ms));
         sim_ms_end = at_ms;
     } else if let Some(e) = st.trace.tail(1).last() {
         sim_ms_end = e.at_us / 1000;
@@ -354,6 +345,21 @@ fn run_seed_here(
         cpu,
         chaos_schedule,
     }
+}
+
+/// A simulation that panicked outside every node's guard: a hang (madsim found no task able
+/// to run) or a crash, at the last traced moment.
+pub(crate) fn panic_violation(payload: &(dyn std::any::Any + Send), at_ms: u64) -> Violation {
+    let msg = panics::describe(payload);
+    let (kind, text) = if msg.contains("no events, all tasks will block forever") {
+        (
+            ViolationKind::Hang,
+            format!("the simulation stopped making progress: {msg}"),
+        )
+    } else {
+        (ViolationKind::Crash, format!("unexpected panic: {msg}"))
+    };
+    violation(kind, None, at_ms, text)
 }
 
 impl World {
