@@ -43,8 +43,6 @@ pub(super) struct State {
     pub violations: Vec<Violation>,
     pub slots: BTreeMap<u8, Slot>,
     pub ops: Vec<ClientOp>,
-    /// Operations the system answered `Failed` (certainly not applied).
-    pub failed: BTreeSet<usize>,
     pub ops_acked: u64,
     pub ops_acked_fault_phase: u64,
     pub reads_acked_fault_phase: u64,
@@ -125,7 +123,6 @@ fn run_here(
                 violations: vec![],
                 slots: BTreeMap::new(),
                 ops: vec![],
-                failed: BTreeSet::new(),
                 ops_acked: 0,
                 ops_acked_fault_phase: 0,
                 reads_acked_fault_phase: 0,
@@ -385,7 +382,6 @@ impl HWorld {
             }
             super::KvOutcome::Failed(_) => {
                 op.failed = true;
-                st.failed.insert(handle);
             }
             super::KvOutcome::Unknown(_) => {}
         }
